@@ -1,0 +1,145 @@
+"""Text side of MDETR: a HuggingFace RoBERTa-family encoder plus the feature resizer (reference §1.6-1.7)."""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from detectron2.config import configurable
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+logger = logging.getLogger(__name__)
+
+# Width of the soft-token output space: slots 0..254 are token positions, 255 is "no object" (§3.1).
+MAX_TOKEN_SLOTS = 256
+NO_OBJECT_SLOT = MAX_TOKEN_SLOTS - 1
+
+
+def _resolve(name_or_path: str) -> str:
+    """Expand ``~`` and environment variables for local folders; hub names pass through."""
+    expanded = os.path.expanduser(os.path.expandvars(name_or_path))
+    return expanded if os.path.isdir(expanded) else name_or_path
+
+
+@lru_cache(maxsize=8)
+def build_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
+    """Load the fast tokenizer of a HF model name or local folder (cached: mappers and models share it).
+
+    MDETR needs the fast tokenizer's character offsets (``char_to_token``) to turn caption spans into
+    token positions, so a slow tokenizer is refused.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(_resolve(name_or_path), use_fast=True)
+    if not tokenizer.is_fast:
+        raise ValueError(f"text encoder {name_or_path!r}: MDETR needs a fast tokenizer (character offsets)")
+    return tokenizer
+
+
+@dataclass
+class EncodedText:
+    """A batch of captions after the text encoder and resizer (the official "memory cache" text part).
+
+    Attributes:
+        tokenized: the tokenizer output (``input_ids``, ``attention_mask``; offsets via ``char_to_token``).
+        features: ``B×L×D`` resized text features (``text_memory_resized``, batch-first).
+        padding_mask: ``B×L`` bool, True on padding tokens.
+        pooled: ``B×C`` pooler output of the language model (for the global contrastive loss) or None.
+    """
+
+    tokenized: object
+    features: torch.Tensor
+    padding_mask: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    def index_select(self, index: torch.Tensor) -> "EncodedText":
+        """The same encodings for a new batch whose i-th caption is ``index[i]`` of this one."""
+        pooled = None if self.pooled is None else self.pooled[index]
+        return EncodedText(self.tokenized, self.features[index], self.padding_mask[index], pooled)
+
+
+class FeatureResizer(nn.Module):
+    """Linear -> LayerNorm(eps 1e-12) -> Dropout: text features to the transformer width (§1.7)."""
+
+    def __init__(self, input_dim: int, output_dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.fc = nn.Linear(input_dim, output_dim, bias=True)
+        self.layer_norm = nn.LayerNorm(output_dim, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.layer_norm(self.fc(x)))
+
+
+class TextEncoder(nn.Module):
+    """Tokenizes captions, runs the language model and resizes its last hidden state.
+
+    The language model is any HF RoBERTa-family model (by hub name or local folder). Captions are
+    tokenized per batch with ``padding="longest"`` and no truncation, as the official code does.
+    """
+
+    @configurable
+    def __init__(self, *, name: str, hidden_dim: int, dropout: float = 0.1, pretrained: bool = True,
+                 freeze: bool = False):
+        """
+        Args:
+            name: HF model name or local folder (tokenizer + config [+ weights]).
+            hidden_dim: transformer width the features are resized to.
+            dropout: dropout of the resizer.
+            pretrained: load the model's weights from ``name`` (else only its config, random init).
+            freeze: keep the language model's weights fixed.
+        """
+        super().__init__()
+        self.name = name
+        self.tokenizer = build_tokenizer(name)
+        path = _resolve(name)
+        if pretrained:
+            self.body = AutoModel.from_pretrained(path, add_pooling_layer=True)
+        else:
+            self.body = AutoModel.from_config(AutoConfig.from_pretrained(path), add_pooling_layer=True)
+        self.resizer = FeatureResizer(self.body.config.hidden_size, hidden_dim, dropout)
+        if freeze:
+            self.body.requires_grad_(False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        m = cfg.MODEL.MDETR
+        return {
+            "name": m.TEXT_ENCODER.NAME,
+            "hidden_dim": m.HIDDEN_DIM,
+            "dropout": m.DROPOUT,
+            "pretrained": m.TEXT_ENCODER.PRETRAINED,
+            "freeze": m.TEXT_ENCODER.FREEZE,
+        }
+
+    @property
+    def output_dim(self) -> int:
+        return self.body.config.hidden_size
+
+    def tokenize(self, captions: list[str], device: torch.device):
+        for i, caption in enumerate(captions):
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"caption {i} is empty: MDETR needs text to ground ({caption!r})")
+        tokenized = self.tokenizer(list(captions), padding="longest", return_tensors="pt")
+        max_positions = getattr(self.body.config, "max_position_embeddings", None)
+        length = tokenized["input_ids"].shape[1]
+        if max_positions is not None and length > max_positions - 2:
+            raise ValueError(
+                f"a caption has {length} tokens; the text encoder {self.name!r} accepts at most "
+                f"{max_positions - 2}"
+            )
+        if length > MAX_TOKEN_SLOTS - 1:
+            logger.warning(
+                "a caption has %d tokens: only positions 0..%d can be predicted as soft tokens; "
+                "positions %d..%d are encoded but cannot be grounded",
+                length, NO_OBJECT_SLOT - 1, NO_OBJECT_SLOT, length - 1,
+            )
+        return tokenized.to(device)
+
+    def forward(self, captions: list[str], device: torch.device) -> EncodedText:
+        tokenized = self.tokenize(captions, device)
+        out = self.body(input_ids=tokenized["input_ids"], attention_mask=tokenized["attention_mask"])
+        features = self.resizer(out.last_hidden_state)
+        padding_mask = tokenized["attention_mask"].ne(1)
+        return EncodedText(tokenized, features, padding_mask, out.pooler_output)

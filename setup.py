@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="mdetr_d2",
+    version="0.1.0",
+    description="MDETR (modulated detection) as a Detectron2 plugin",
+    packages=find_packages(include=["mdetr_d2", "mdetr_d2.*"]),
+    python_requires=">=3.10",
+    # torch/torchvision and detectron2 are installed by scripts/setup.sh (see README): Detectron2 is not
+    # on the package registry under its own name.
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "detectron2",
+        "transformers>=4.40",
+        "tokenizers",
+        "timm>=0.9",
+        "opencv-python-headless",
+        "scipy",
+        "pycocotools",
+        "fvcore",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"dev": ["pytest"]},
+)
