@@ -35,6 +35,8 @@ def add_mdetr_config(cfg: CN) -> None:
     m.NUM_QUERIES = 100  # 25 for CLEVR
     # Auxiliary decoding losses on every decoder layer (and aux outputs at inference time).
     m.AUX_LOSS = True
+    # Recompute encoder/decoder layer activations in the backward pass (less memory, more compute).
+    m.GRADIENT_CHECKPOINTING = False
 
     m.TEXT_ENCODER = CN()
     # HF model name (roberta-base, distilroberta-base, roberta-large) or a local folder with a fast
@@ -90,5 +92,6 @@ def add_mdetr_config(cfg: CN) -> None:
     m.LR_BACKBONE = 1e-5
     m.LR_TEXT_ENCODER = 5e-5
 
-    # Which weights of an official checkpoint to load: "model_ema" (the paper's numbers) or "model".
-    m.OFFICIAL_WEIGHTS_KEY = "model_ema"
+    # Weights a weights-only load (MODEL.WEIGHTS) takes from an official file or one of our training
+    # checkpoints: "model_ema" (the paper's numbers; falls back to "model" when absent) or "model".
+    m.WEIGHTS_KEY = "model_ema"

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 .venv/bin/python tools/install_detectron2.py
-.venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt -e ".[dev]"
 # lvis' own requirements pull the non-headless OpenCV beside ours; its code needs nothing more.
 .venv/bin/pip install -q --disable-pip-version-check --no-deps lvis==0.5.3

@@ -1,0 +1,38 @@
+"""Build a ready model straight from an official MDETR checkpoint file (its ``args`` give the config)."""
+from __future__ import annotations
+
+import torch
+from detectron2.config import CfgNode, get_cfg
+from detectron2.modeling import build_model
+
+from ..config import add_mdetr_config
+from .checkpointer import MDETRCheckpointer
+from .official import CheckpointError, is_official_checkpoint, load_checkpoint_file, official_args_to_cfg
+
+
+def official_cfg(path: str, text_encoder: str | None = None, device: str | None = None) -> CfgNode:
+    """A config matching an official checkpoint (model keys from its ``args``; weights = the file).
+
+    Args:
+        text_encoder: HF name or local folder replacing the checkpoint's ``text_encoder_type``.
+        device: defaults to "cuda" when available, else "cpu".
+    """
+    ckpt = load_checkpoint_file(path)
+    if not is_official_checkpoint(ckpt) or "args" not in ckpt:
+        raise CheckpointError(f"{path}: not an official MDETR checkpoint with its training args")
+    cfg = get_cfg()
+    add_mdetr_config(cfg)
+    official_args_to_cfg(cfg, ckpt["args"], text_encoder=text_encoder)
+    cfg.MODEL.WEIGHTS = path
+    cfg.MODEL.DEVICE = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return cfg
+
+
+def build_official_model(path: str, text_encoder: str | None = None, weights_key: str = "model_ema",
+                         device: str | None = None) -> torch.nn.Module:
+    """The MDETR model of an official checkpoint with its ``weights_key`` weights, in eval mode."""
+    cfg = official_cfg(path, text_encoder, device)
+    cfg.MODEL.MDETR.WEIGHTS_KEY = weights_key
+    model = build_model(cfg)
+    MDETRCheckpointer(model, weights_key=weights_key).load(path, checkpointables=[])
+    return model.eval()

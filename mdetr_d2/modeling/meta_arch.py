@@ -1,0 +1,388 @@
+"""The MDETR meta-architecture: image backbone + text encoder -> cross-encoder -> decoder -> heads."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.structures import ImageList
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from .heads import MLP, build_qa_head
+from .position_encoding import PositionEmbeddingSine
+from .postprocessing import detections_to_instances, qa_answer
+from .segmentation import AttentionMap, MaskHead
+from .text_encoder import MAX_TOKEN_SLOTS, EncodedText, TextEncoder
+from .transformer import Transformer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EncoderMemory:
+    """Everything the decoder needs, from one encoder pass (the official "memory cache", §1.19).
+
+    All tensors are batch-first: ``memory`` B×S×D (image tokens, [CLS], then text tokens),
+    ``padding_mask`` B×S, ``pos`` B×S×D (zero on text), ``image_shape`` (h, w) of the stride-32 map.
+    """
+
+    memory: torch.Tensor
+    padding_mask: torch.Tensor
+    pos: torch.Tensor
+    text: EncodedText
+    image_shape: tuple[int, int]
+    features: dict[str, torch.Tensor]
+    feature_masks: dict[str, torch.Tensor]
+    projected: torch.Tensor
+    img_pooled: torch.Tensor | None = None
+
+    @property
+    def text_memory(self) -> torch.Tensor:
+        """The cross-encoded text tokens (B×L×D), used by the contrastive alignment head."""
+        return self.memory[:, -self.text.features.shape[1]:]
+
+    @property
+    def image_memory(self) -> torch.Tensor:
+        """The encoded image tokens as a map, B×D×h×w (used by the attention-map of the mask head)."""
+        h, w = self.image_shape
+        start = self.memory.shape[1] - self.text.features.shape[1] - h * w
+        tokens = self.memory[:, start:start + h * w]
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+
+def feature_padding_mask(pixel_mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pixel padding mask (B×H×W, True = pad) at a feature size, by legacy nearest interpolation (§1.3)."""
+    return F.interpolate(pixel_mask[None].float(), size=size).to(torch.bool)[0]
+
+
+@META_ARCH_REGISTRY.register()
+class MDETR(nn.Module):
+    """Modulated detection: boxes (and masks, answers) for what a caption talks about.
+
+    Inference input: ``[{"image": CHW tensor, "caption": str, "height": h, "width": w}, ...]``;
+    output: ``[{"instances": Instances, ["qa": {...}]}]`` in original image pixels.
+    Training input additionally carries ``instances`` from :class:`MDETRDatasetMapper`; output is the
+    weighted loss dict.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        text_encoder: TextEncoder,
+        transformer: Transformer,
+        num_queries: int,
+        pixel_mean: tuple[float, ...],
+        pixel_std: tuple[float, ...],
+        criterion: nn.Module | None = None,
+        aux_loss: bool = True,
+        contrastive_align_dim: int = 0,
+        contrastive_loss_dim: int = 0,
+        qa_head: str = "none",
+        qa_vocab: dict | None = None,
+        predict_final: bool = False,
+        masks: bool = False,
+        mask_threshold: float = 0.5,
+        freeze_detector: bool = False,
+        input_format: str = "RGB",
+    ):
+        """
+        Args:
+            backbone: image backbone returning ``res5`` (and ``res2..res4`` when ``masks``).
+            text_encoder: language model + resizer.
+            transformer: cross-encoder and decoder; its width is the hidden dim.
+            num_queries: object queries.
+            pixel_mean, pixel_std: normalisation in the input's pixel units and channel order.
+            criterion: matcher + losses (needed for training only).
+            aux_loss: also return the outputs of every decoder layer (for the auxiliary losses).
+            contrastive_align_dim: width of the query/token alignment projections (0 = off).
+            contrastive_loss_dim: width of the global image-text contrastive projections (0 = off).
+            qa_head: "none", "gqa", "gqa_single" or "clevr".
+            qa_vocab: maps answer type (or "all") to a list of answer strings, to return text answers.
+            predict_final: add the CLEVR-Ref+ "is final" head.
+            masks: add the attention-map + mask head.
+            mask_threshold: sigmoid threshold of the predicted masks at inference.
+            freeze_detector: train only the mask branch (official ``--frozen_weights``).
+            input_format: "RGB" or "BGR" channel order of ``image`` tensors.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.text_encoder = text_encoder
+        self.transformer = transformer
+        dim = transformer.dim
+        self.position_embedding = PositionEmbeddingSine(dim // 2)
+        res5 = backbone.output_shape()["res5"]
+        self.input_proj = nn.Conv2d(res5.channels, dim, kernel_size=1)
+        self.query_embed = nn.Embedding(num_queries, dim)
+        self.class_embed = nn.Linear(dim, MAX_TOKEN_SLOTS)
+        self.bbox_embed = MLP(dim, dim, 4, 3)
+        self.aux_loss = aux_loss
+        self.criterion = criterion
+        self.input_format = input_format
+
+        self.contrastive_align_projection_image = None
+        self.contrastive_align_projection_text = None
+        if contrastive_align_dim:
+            self.contrastive_align_projection_image = nn.Linear(dim, contrastive_align_dim)
+            self.contrastive_align_projection_text = nn.Linear(dim, contrastive_align_dim)
+
+        self.cls_token = None
+        if contrastive_loss_dim:
+            self.cls_token = nn.Embedding(1, dim)
+            nn.init.xavier_uniform_(self.cls_token.weight)
+            self.contrastive_projection_image = nn.Linear(dim, contrastive_loss_dim, bias=False)
+            self.contrastive_projection_text = nn.Linear(text_encoder.output_dim, contrastive_loss_dim,
+                                                         bias=False)
+
+        self.qa_head = build_qa_head(qa_head, dim)
+        self.qa_kind = qa_head
+        self.qa_vocab = qa_vocab
+        self.qa_embed = nn.Embedding(self.qa_head.num_queries, dim) if self.qa_head is not None else None
+
+        self.isfinal_embed = nn.Linear(dim, 1) if predict_final else None
+
+        self.masks = masks
+        self.mask_threshold = mask_threshold
+        if masks:
+            shapes = backbone.output_shape()
+            missing = {"res2", "res3", "res4"} - set(shapes)
+            if missing:
+                raise ValueError(f"the mask head needs backbone levels {sorted(missing)} too")
+            num_heads = transformer.encoder.layers[0].self_attn.num_heads
+            self.bbox_attention = AttentionMap(dim, num_heads)
+            self.mask_head = MaskHead(dim, num_heads, tuple(shapes[k].channels for k in ("res4", "res3", "res2")))
+        if freeze_detector:
+            if not masks:
+                raise ValueError("MODEL.MDETR.FREEZE_DETECTOR only makes sense with MODEL.MDETR.MASKS")
+            for name, p in self.named_parameters():
+                p.requires_grad_(name.startswith(("bbox_attention.", "mask_head.")))
+
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        m = cfg.MODEL.MDETR
+        if m.MASKS and m.CONTRASTIVE_ALIGN_LOSS:
+            raise ValueError(
+                "MODEL.MDETR.MASKS needs MODEL.MDETR.CONTRASTIVE_ALIGN_LOSS False: the segmentation model "
+                "has no alignment projections (as the official PhraseCut models)"
+            )
+        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
+        transformer = Transformer(
+            dim=m.HIDDEN_DIM, num_heads=m.NHEADS, num_encoder_layers=m.ENC_LAYERS,
+            num_decoder_layers=m.DEC_LAYERS, dim_feedforward=m.DIM_FEEDFORWARD, dropout=m.DROPOUT,
+        )
+        transformer.set_gradient_checkpointing(m.GRADIENT_CHECKPOINTING)
+        from .criterion import MDETRCriterion  # local: the criterion imports scipy
+
+        return {
+            "backbone": backbone,
+            "text_encoder": TextEncoder(cfg),
+            "transformer": transformer,
+            "num_queries": m.NUM_QUERIES,
+            "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
+            "criterion": MDETRCriterion(cfg),
+            "aux_loss": m.AUX_LOSS,
+            "contrastive_align_dim": m.CONTRASTIVE_HDIM if m.CONTRASTIVE_ALIGN_LOSS else 0,
+            "contrastive_loss_dim": m.CONTRASTIVE_HDIM if m.CONTRASTIVE_LOSS else 0,
+            "qa_head": m.QA_HEAD,
+            "qa_vocab": load_qa_vocab(m.QA_VOCAB, m.QA_HEAD) if m.QA_VOCAB else None,
+            "predict_final": m.PREDICT_FINAL,
+            "masks": m.MASKS,
+            "mask_threshold": m.MASK_THRESHOLD,
+            "freeze_detector": m.FREEZE_DETECTOR,
+            "input_format": cfg.INPUT.FORMAT,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ----------------------------------------------------------------------------------------------
+    # Detectron2 entry points
+    def forward(self, batched_inputs: list[dict]):
+        images = self.preprocess_image(batched_inputs)
+        captions = [x["caption"] for x in batched_inputs]
+        outputs = self.forward_network(images.tensor, self.padding_mask(images), captions)
+        if self.training:
+            return self.losses(outputs, images, batched_inputs)
+        return self.inference(outputs, images, batched_inputs)
+
+    def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
+        """Normalise and pad bottom/right with zeros to the largest image (no size divisibility, §1.1)."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        return ImageList.from_tensors(images, 0)
+
+    @staticmethod
+    def padding_mask(images: ImageList) -> torch.Tensor:
+        """B×H×W bool mask, True on the padding that :meth:`preprocess_image` added."""
+        b, _, h, w = images.tensor.shape
+        mask = torch.ones((b, h, w), dtype=torch.bool, device=images.tensor.device)
+        for i, (ih, iw) in enumerate(images.image_sizes):
+            mask[i, :ih, :iw] = False
+        return mask
+
+    # ----------------------------------------------------------------------------------------------
+    # The network, on a padded normalised batch
+    def forward_network(self, images: torch.Tensor, pixel_mask: torch.Tensor,
+                        captions: list[str] | EncodedText) -> dict:
+        """Official-format outputs (``pred_logits``, ``pred_boxes``, ``aux_outputs``, ...) of a batch.
+
+        ``captions`` may be strings or an :class:`EncodedText` computed once with :meth:`encode_text`
+        (its batch must match the images; see :meth:`EncodedText.index_select`).
+        """
+        return self.decode(self.encode(images, pixel_mask, captions))
+
+    def encode_text(self, captions: list[str]) -> EncodedText:
+        """Run the text encoder once; the result can be reused for many images."""
+        return self.text_encoder(captions, self.device)
+
+    def encode(self, images: torch.Tensor, pixel_mask: torch.Tensor,
+               captions: list[str] | EncodedText) -> EncoderMemory:
+        """Backbone + text encoder + cross-encoder (the official ``encode_and_save=True`` call)."""
+        features = self.backbone(images)
+        feature_masks = {k: feature_padding_mask(pixel_mask, f.shape[-2:]) for k, f in features.items()}
+        res5, mask5 = features["res5"], feature_masks["res5"]
+        projected = self.input_proj(res5)
+        pos = self.position_embedding(mask5, projected.dtype)
+        b, d, h, w = projected.shape
+
+        text = captions if isinstance(captions, EncodedText) else self.encode_text(captions)
+        if text.features.shape[0] != b:
+            raise ValueError(f"{text.features.shape[0]} captions for {b} images")
+        img_tokens = projected.flatten(2).transpose(1, 2)
+        img_pos = pos.flatten(2).transpose(1, 2)
+        img_mask = mask5.flatten(1)
+        if self.cls_token is not None:
+            cls = self.cls_token.weight[None].expand(b, -1, -1)
+            img_tokens = torch.cat([cls, img_tokens], 1)
+            img_pos = torch.cat([torch.zeros_like(cls), img_pos], 1)
+            img_mask = torch.cat([img_mask.new_zeros((b, 1)), img_mask], 1)
+        src = torch.cat([img_tokens, text.features], 1)
+        padding_mask = torch.cat([img_mask, text.padding_mask], 1)
+        # Text tokens get no positional term: RoBERTa already encoded their order.
+        pos_all = torch.cat([img_pos, torch.zeros_like(text.features)], 1)
+        memory = self.transformer.encoder(src, padding_mask, pos_all)
+        img_pooled = memory[:, 0] if self.cls_token is not None else None
+        return EncoderMemory(memory, padding_mask, pos_all, text, (h, w), features, feature_masks,
+                             projected, img_pooled)
+
+    def query_embeddings(self) -> torch.Tensor:
+        """Object queries followed by the answer queries of QA models, (Q+n)×D."""
+        if self.qa_embed is None:
+            return self.query_embed.weight
+        return torch.cat([self.query_embed.weight, self.qa_embed.weight], 0)
+
+    def decode(self, enc: EncoderMemory) -> dict:
+        """Decoder + heads on an encoder pass (the official ``encode_and_save=False`` call)."""
+        b = enc.memory.shape[0]
+        query_pos = self.query_embeddings()[None].expand(b, -1, -1)
+        hs = self.transformer.decoder(torch.zeros_like(query_pos), query_pos, enc.memory,
+                                      enc.padding_mask, enc.pos)
+        out: dict = {"tokenized": enc.text.tokenized}
+        if self.qa_head is not None:
+            # Answers are read from the FIRST decoder layer's answer queries (reference §1.15).
+            n = self.qa_head.num_queries
+            out.update(self.qa_head(hs[0, :, -n:]))
+            hs = hs[:, :, :-n]
+        layers = [{"pred_logits": self.class_embed(hs), "pred_boxes": self.bbox_embed(hs).sigmoid()}]
+        per_layer = layers[0]
+        if self.isfinal_embed is not None:
+            per_layer["pred_isfinal"] = self.isfinal_embed(hs)
+        if self.contrastive_align_projection_image is not None:
+            per_layer["proj_queries"] = F.normalize(self.contrastive_align_projection_image(hs), p=2, dim=-1)
+            proj_tokens = F.normalize(self.contrastive_align_projection_text(enc.text_memory), p=2, dim=-1)
+            out["proj_tokens"] = proj_tokens
+        out.update({k: v[-1] for k, v in per_layer.items()})
+        if self.aux_loss:
+            aux = [{k: v[i] for k, v in per_layer.items()} for i in range(hs.shape[0] - 1)]
+            if "proj_tokens" in out:
+                for a in aux:
+                    a["proj_tokens"] = out["proj_tokens"]
+                    a["tokenized"] = out["tokenized"]
+            out["aux_outputs"] = aux
+        if self.cls_token is not None:
+            out["img_pooled"] = self.contrastive_projection_image(enc.img_pooled)
+            out["text_pooled"] = self.contrastive_projection_text(enc.text.pooled)
+        if self.masks:
+            attention = self.bbox_attention(hs[-1], enc.image_memory, enc.feature_masks["res5"])
+            fpns = [enc.features[k] for k in ("res4", "res3", "res2")]
+            out["pred_masks"] = self.mask_head(enc.projected, attention, fpns)
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    # Training and inference
+    def losses(self, outputs: dict, images: ImageList, batched_inputs: list[dict]) -> dict:
+        if self.criterion is None:
+            raise RuntimeError("MDETR was built without a criterion: it cannot train")
+        targets = [self.prepare_target(x, size) for x, size in zip(batched_inputs, images.image_sizes)]
+        answers = None
+        if self.qa_head is not None:
+            keys = batched_inputs[0]["answers"].keys()
+            answers = {k: torch.stack([torch.as_tensor(x["answers"][k]) for x in batched_inputs]).to(self.device)
+                       for k in keys}
+        loss_dict = self.criterion(outputs, targets, answers)
+        weights = self.criterion.weight_dict
+        metrics = {k: v for k, v in loss_dict.items() if k not in weights}
+        if metrics:
+            get_event_storage().put_scalars(**{k: float(v) for k, v in metrics.items()})
+        return {k: v * weights[k] for k, v in loss_dict.items() if k in weights}
+
+    def prepare_target(self, x: dict, image_size: tuple[int, int]) -> dict:
+        """A mapper output's ``instances`` as the criterion's target dict (normalised cxcywh boxes)."""
+        inst = x["instances"].to(self.device)
+        h, w = image_size
+        boxes = inst.gt_boxes.tensor / torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
+        target = {
+            "boxes": torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], dim=1),
+            "positive_map": inst.gt_positive_map.float(),
+            "tokens_positive": list(inst.gt_tokens_positive) if inst.has("gt_tokens_positive") else [],
+        }
+        if inst.has("gt_masks"):
+            target["masks"] = inst.gt_masks.tensor
+        if inst.has("gt_isfinal"):
+            target["isfinal"] = inst.gt_isfinal.float()
+        return target
+
+    def inference(self, outputs: dict, images: ImageList, batched_inputs: list[dict]) -> list[dict]:
+        results = []
+        for i, x in enumerate(batched_inputs):
+            height, width = x.get("height", images.image_sizes[i][0]), x.get("width", images.image_sizes[i][1])
+            result = {
+                "instances": detections_to_instances(
+                    outputs, i, (height, width), images.image_sizes[i],
+                    padded_size=tuple(images.tensor.shape[-2:]), caption=x["caption"],
+                    mask_threshold=self.mask_threshold,
+                )
+            }
+            if self.qa_head is not None:
+                result["qa"] = qa_answer(outputs, i, self.qa_kind, self.qa_vocab)
+            results.append(result)
+        return results
+
+
+def load_qa_vocab(path: str, kind: str) -> dict:
+    """Read a GQA answer vocabulary json into ``{type or "all": [answer by id]}``."""
+    import json
+
+    from detectron2.utils.file_io import PathManager
+
+    with PathManager.open(path) as f:
+        raw = json.load(f)
+    if kind == "gqa_single":
+        raw = {"all": raw}
+    vocab = {}
+    for key, answer2id in raw.items():
+        words = [None] * len(answer2id)
+        for answer, idx in answer2id.items():
+            words[idx] = answer
+        vocab[key.removeprefix("answer_")] = words
+    return vocab

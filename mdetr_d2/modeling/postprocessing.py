@@ -1,0 +1,120 @@
+"""From raw MDETR outputs to Detectron2 results in original image pixels (reference §4)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+from torchvision.ops import box_convert
+
+from .heads import CLEVR_ANSWER_TYPES, CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
+
+# A token counts towards the phrase a box is tied to above this probability (the official demo's rule).
+PHRASE_TOKEN_THRESHOLD = 0.1
+
+
+def scale_boxes(pred_boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Normalised cxcywh boxes -> xyxy pixels of an image of ``size = (h, w)``."""
+    h, w = size
+    scale = torch.tensor([w, h, w, h], dtype=pred_boxes.dtype, device=pred_boxes.device)
+    return box_convert(pred_boxes, "cxcywh", "xyxy") * scale
+
+
+def tied_spans(token_probs: torch.Tensor, tokenized, index: int,
+               threshold: float = PHRASE_TOKEN_THRESHOLD) -> torch.Tensor:
+    """Character span ``[beg, end)`` of the caption text each query predicts (Q×2, -1 when none).
+
+    The span runs from the first to the last caption token whose probability exceeds ``threshold``;
+    when none does, the most probable caption token alone. Special tokens map to no characters.
+    """
+    num_tokens = int(tokenized["attention_mask"][index].sum())
+    char_spans = []
+    for t in range(min(num_tokens, token_probs.shape[1])):
+        chars = tokenized.token_to_chars(index, t)
+        char_spans.append(None if chars is None else (chars.start, chars.end))
+    valid = torch.tensor([s is not None for s in char_spans] + [False] * (token_probs.shape[1] - len(char_spans)),
+                         device=token_probs.device)
+    spans = torch.full((token_probs.shape[0], 2), -1, dtype=torch.long)
+    if not valid.any():
+        return spans
+    probs = token_probs.masked_fill(~valid, 0)
+    best = probs.argmax(1)
+    for q in range(probs.shape[0]):
+        selected = (probs[q] > threshold).nonzero().flatten().tolist() or [int(best[q])]
+        spans[q, 0] = char_spans[selected[0]][0]
+        spans[q, 1] = char_spans[selected[-1]][1]
+    return spans
+
+
+def upsample_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
+                   orig_size: tuple[int, int], threshold: float) -> torch.Tensor:
+    """Stride-4 mask logits of one image (Q×h×w) -> Q×H×W bool masks at the original image size.
+
+    Bilinear to the padded batch size, crop to the image, bilinear to the original size, then
+    threshold the sigmoid (reference §4.3).
+    """
+    masks = F.interpolate(mask_logits[None], size=padded_size, mode="bilinear", align_corners=False)
+    masks = masks[..., : image_size[0], : image_size[1]]
+    masks = F.interpolate(masks, size=tuple(orig_size), mode="bilinear", align_corners=False)
+    return masks[0].sigmoid() > threshold
+
+
+def detections_to_instances(outputs: dict, index: int, orig_size: tuple[int, int],
+                            image_size: tuple[int, int], padded_size: tuple[int, int], caption: str,
+                            mask_threshold: float = 0.5) -> Instances:
+    """All queries of image ``index`` as ``Instances`` of the original image (no thresholding).
+
+    Fields: ``pred_boxes`` (xyxy pixels), ``scores`` (1 − p(no-object), MDETR's ranking),
+    ``pred_classes`` (0: class-agnostic), ``token_probs`` (Q×256 softmax over the token slots, slot 255 =
+    no object), ``pred_spans`` (Q×2 character span of the caption each box is tied to, -1 = none),
+    ``pred_phrases`` (the text of those spans), and ``scores_refexp`` (with the is-final head) and
+    ``pred_masks`` (segmentation models).
+    """
+    probs = outputs["pred_logits"][index].float().softmax(-1)
+    scores = 1 - probs[:, -1]
+    inst = Instances(tuple(orig_size))
+    inst.pred_boxes = Boxes(scale_boxes(outputs["pred_boxes"][index].float(), orig_size))
+    inst.scores = scores
+    inst.pred_classes = torch.zeros(len(scores), dtype=torch.long, device=scores.device)
+    inst.token_probs = probs
+    tokenized = outputs["tokenized"]
+    spans = tied_spans(probs[:, :-1], tokenized, index)
+    inst.pred_spans = spans.to(scores.device)
+    inst.pred_phrases = np.array([caption[b:e] if b >= 0 else "" for b, e in spans.tolist()], dtype=object)
+    if "pred_isfinal" in outputs:
+        inst.scores_refexp = scores * outputs["pred_isfinal"][index, :, 0].float().sigmoid()
+    if "pred_masks" in outputs:
+        inst.pred_masks = upsample_masks(outputs["pred_masks"][index].float(), padded_size, image_size,
+                                         orig_size, mask_threshold)
+    return inst
+
+
+def qa_answer(outputs: dict, index: int, kind: str, vocab: dict | None = None) -> dict:
+    """The predicted answer of image ``index``: ``{"answer", "answer_type", "confidence"}`` (§4.6).
+
+    ``answer`` is a string when it can be (CLEVR always; GQA with a vocabulary), else the class id.
+    """
+    if kind == "gqa_single":
+        probs = outputs["pred_answer"][index].float().softmax(-1)
+        conf, idx = probs.max(0)
+        answer = vocab["all"][int(idx)] if vocab else int(idx)
+        return {"answer": answer, "answer_type": "all", "confidence": float(conf)}
+    type_probs = outputs["pred_answer_type"][index].float().softmax(-1)
+    type_conf, type_idx = type_probs.max(0)
+    if kind == "gqa":
+        answer_type = GQA_ANSWER_TYPES[int(type_idx)]
+        probs = outputs[f"pred_answer_{answer_type}"][index].float().softmax(-1)
+        conf, idx = probs.max(0)
+        answer = vocab[answer_type][int(idx)] if vocab else int(idx)
+    elif kind == "clevr":
+        answer_type = CLEVR_ANSWER_TYPES[int(type_idx)]
+        if answer_type == "binary":
+            p_yes = outputs["pred_answer_binary"][index].float().sigmoid()
+            answer, conf = ("yes", p_yes) if p_yes > 0.5 else ("no", 1 - p_yes)
+        else:
+            key = "pred_answer_attr" if answer_type == "attribute" else "pred_answer_reg"
+            conf, idx = outputs[key][index].float().softmax(-1).max(0)
+            answer = CLEVR_ATTRIBUTES[int(idx)] if answer_type == "attribute" else str(int(idx))
+    else:
+        raise ValueError(f"unknown QA head kind {kind!r}")
+    return {"answer": answer, "answer_type": answer_type, "confidence": float(type_conf * conf)}
