@@ -95,3 +95,18 @@ def add_mdetr_config(cfg: CN) -> None:
     # Weights a weights-only load (MODEL.WEIGHTS) takes from an official file or one of our training
     # checkpoints: "model_ema" (the paper's numbers; falls back to "model" when absent) or "model".
     m.WEIGHTS_KEY = "model_ema"
+
+    cfg.TEST.MDETR_EVAL = CN()
+    # Also report class-agnostic COCO box (and mask) AP on detection-style splits (§7.1).
+    cfg.TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP = True
+    # PhraseCut keeps queries scoring above this and unions their masks (§4.4).
+    cfg.TEST.MDETR_EVAL.PHRASECUT_SCORE_THRESH = 0.7
+    # LVIS fixed AP: detections kept per category over the whole dataset (§7.7).
+    cfg.TEST.MDETR_EVAL.LVIS_TOPK = 10000
+
+    # Local imports: the data and engine packages import modules that use this function.
+    from .data.config import add_mdetr_data_config
+    from .engine.config import add_mdetr_solver_config
+
+    add_mdetr_data_config(cfg)
+    add_mdetr_solver_config(cfg)

@@ -37,3 +37,53 @@ def _offline(monkeypatch):
     """Tests never reach the network: HF loads must come from local folders."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+TINY_CAPTIONS = [
+    "a man in a red shirt holds a small dog .",
+    "the cat on the left",
+    "the small red circle left of the blue square",
+    "what color is the large sphere ?",
+    "two green triangles and a yellow star",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_text_encoder(tmp_path_factory) -> str:
+    """A local folder with a byte-level BPE tokenizer and a small random RoBERTa (no download)."""
+    from mdetr_d2.data.synthetic_text import build_text_encoder_folder
+
+    folder = tmp_path_factory.mktemp("tiny_text_encoder")
+    build_text_encoder_folder(folder, TINY_CAPTIONS * 4, seed=0, hidden_size=32, num_layers=1,
+                              num_heads=2, max_position_embeddings=514, vocab_size=300)
+    return str(folder)
+
+
+def tiny_mdetr_cfg(text_encoder: str, **overrides):
+    """A small MDETR config (ResNet-18, 1+1 layers, 64 wide, 5 queries) on CPU."""
+    from detectron2.config import get_cfg
+
+    from mdetr_d2 import add_mdetr_config
+
+    cfg = get_cfg()
+    add_mdetr_config(cfg)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH = 18
+    m = cfg.MODEL.MDETR
+    m.TEXT_ENCODER.NAME = text_encoder
+    m.HIDDEN_DIM = 64
+    m.NHEADS = 4
+    m.ENC_LAYERS = 1
+    m.DEC_LAYERS = 2
+    m.DIM_FEEDFORWARD = 64
+    m.NUM_QUERIES = 5
+    m.CONTRASTIVE_HDIM = 16
+    cfg.INPUT.MDETR.TEST_SIZE = 64
+    cfg.INPUT.MDETR.TEST_MAX_SIZE = 96
+    for key, value in overrides.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = getattr(node, p)
+        setattr(node, leaf, value)
+    return cfg

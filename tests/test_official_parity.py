@@ -83,14 +83,14 @@ def test_model_weights_give_their_own_outputs(official_fixtures, case_name):
 def test_backbone_and_memory_cache(official_fixtures, case_name):
     case = _case(official_fixtures, case_name)
     enc, _ = _run(_model(official_fixtures, case_name), case)
-    levels = [k for k in ("res2", "res3", "res4", "res5") if k in enc.features]
+    levels = [k for k in ("res2", "res3", "res4", "res5") if k in enc.image.features]
     backbone = case["backbone"]
     assert len(levels) == len(backbone["features"])
     atol = TOL[case_name]["features"]
     for level, ref, ref_mask in zip(levels, backbone["features"], backbone["masks"]):
-        diff = (enc.features[level] - ref).abs().max().item()
+        diff = (enc.image.features[level] - ref).abs().max().item()
         assert diff <= atol * max(1.0, ref.abs().max().item() / 10), f"{level}: {diff}"
-        assert torch.equal(enc.feature_masks[level], ref_mask)
+        assert torch.equal(enc.image.masks[level], ref_mask)
     pos = enc.pos[:, : enc.image_shape[0] * enc.image_shape[1]]
     ref_pos = backbone["pos_last"].flatten(2).transpose(1, 2)
     assert (pos - ref_pos).abs().max() < 1e-5

@@ -55,7 +55,8 @@ def is_official_checkpoint(ckpt: dict) -> bool:
     model = ckpt.get("model")
     if not isinstance(model, dict) or not ("args" in ckpt or "model_ema" in ckpt):
         return False
-    return any(k.startswith(("transformer.", "detr.transformer.")) for k in model)
+    # Official names (our own checkpoints use `backbone.body.` and `text_encoder.body.`).
+    return any(k.startswith(("backbone.0.", "transformer.text_encoder.", "detr.")) for k in model)
 
 
 def select_official_weights(ckpt: dict, key: str = "model_ema", source: str = "checkpoint") -> dict:

@@ -24,22 +24,41 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class ImageFeatures:
+    """Caption-independent image encodings: backbone levels, their padding masks (True = pad), the
+    projected stride-32 map and its positional embedding (all batch-first)."""
+
+    features: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    projected: torch.Tensor
+    pos: torch.Tensor
+
+    def expand(self, n: int) -> "ImageFeatures":
+        """The features of a single image repeated for a batch of ``n`` captions (no copy)."""
+        rep = lambda t: t.expand(n, *t.shape[1:])  # noqa: E731
+        return ImageFeatures({k: rep(v) for k, v in self.features.items()},
+                             {k: rep(v) for k, v in self.masks.items()}, rep(self.projected), rep(self.pos))
+
+
+@dataclass
 class EncoderMemory:
     """Everything the decoder needs, from one encoder pass (the official "memory cache", §1.19).
 
     All tensors are batch-first: ``memory`` B×S×D (image tokens, [CLS], then text tokens),
-    ``padding_mask`` B×S, ``pos`` B×S×D (zero on text), ``image_shape`` (h, w) of the stride-32 map.
+    ``padding_mask`` B×S, ``pos`` B×S×D (zero on text).
     """
 
     memory: torch.Tensor
     padding_mask: torch.Tensor
     pos: torch.Tensor
     text: EncodedText
-    image_shape: tuple[int, int]
-    features: dict[str, torch.Tensor]
-    feature_masks: dict[str, torch.Tensor]
-    projected: torch.Tensor
+    image: ImageFeatures
     img_pooled: torch.Tensor | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(h, w) of the stride-32 map."""
+        return tuple(self.image.projected.shape[-2:])
 
     @property
     def text_memory(self) -> torch.Tensor:
@@ -245,22 +264,29 @@ class MDETR(nn.Module):
         """Run the text encoder once; the result can be reused for many images."""
         return self.text_encoder(captions, self.device)
 
-    def encode(self, images: torch.Tensor, pixel_mask: torch.Tensor,
-               captions: list[str] | EncodedText) -> EncoderMemory:
-        """Backbone + text encoder + cross-encoder (the official ``encode_and_save=True`` call)."""
+    def encode_image(self, images: torch.Tensor, pixel_mask: torch.Tensor) -> ImageFeatures:
+        """Backbone, input projection and positional embedding of a padded batch (caption-independent)."""
         features = self.backbone(images)
-        feature_masks = {k: feature_padding_mask(pixel_mask, f.shape[-2:]) for k, f in features.items()}
-        res5, mask5 = features["res5"], feature_masks["res5"]
-        projected = self.input_proj(res5)
-        pos = self.position_embedding(mask5, projected.dtype)
-        b, d, h, w = projected.shape
+        masks = {k: feature_padding_mask(pixel_mask, f.shape[-2:]) for k, f in features.items()}
+        projected = self.input_proj(features["res5"])
+        pos = self.position_embedding(masks["res5"], projected.dtype)
+        return ImageFeatures(features, masks, projected, pos)
 
+    def encode(self, images: torch.Tensor | ImageFeatures, pixel_mask: torch.Tensor | None,
+               captions: list[str] | EncodedText) -> EncoderMemory:
+        """Backbone + text encoder + cross-encoder (the official ``encode_and_save=True`` call).
+
+        ``images`` may be a padded batch (with its ``pixel_mask``) or :class:`ImageFeatures` from
+        :meth:`encode_image` (``pixel_mask`` unused), e.g. one image's features expanded to many captions.
+        """
+        image = images if isinstance(images, ImageFeatures) else self.encode_image(images, pixel_mask)
+        b, d, h, w = image.projected.shape
         text = captions if isinstance(captions, EncodedText) else self.encode_text(captions)
         if text.features.shape[0] != b:
             raise ValueError(f"{text.features.shape[0]} captions for {b} images")
-        img_tokens = projected.flatten(2).transpose(1, 2)
-        img_pos = pos.flatten(2).transpose(1, 2)
-        img_mask = mask5.flatten(1)
+        img_tokens = image.projected.flatten(2).transpose(1, 2)
+        img_pos = image.pos.flatten(2).transpose(1, 2)
+        img_mask = image.masks["res5"].flatten(1)
         if self.cls_token is not None:
             cls = self.cls_token.weight[None].expand(b, -1, -1)
             img_tokens = torch.cat([cls, img_tokens], 1)
@@ -272,8 +298,7 @@ class MDETR(nn.Module):
         pos_all = torch.cat([img_pos, torch.zeros_like(text.features)], 1)
         memory = self.transformer.encoder(src, padding_mask, pos_all)
         img_pooled = memory[:, 0] if self.cls_token is not None else None
-        return EncoderMemory(memory, padding_mask, pos_all, text, (h, w), features, feature_masks,
-                             projected, img_pooled)
+        return EncoderMemory(memory, padding_mask, pos_all, text, image, img_pooled)
 
     def query_embeddings(self) -> torch.Tensor:
         """Object queries followed by the answer queries of QA models, (Q+n)×D."""
@@ -313,9 +338,9 @@ class MDETR(nn.Module):
             out["img_pooled"] = self.contrastive_projection_image(enc.img_pooled)
             out["text_pooled"] = self.contrastive_projection_text(enc.text.pooled)
         if self.masks:
-            attention = self.bbox_attention(hs[-1], enc.image_memory, enc.feature_masks["res5"])
-            fpns = [enc.features[k] for k in ("res4", "res3", "res2")]
-            out["pred_masks"] = self.mask_head(enc.projected, attention, fpns)
+            attention = self.bbox_attention(hs[-1], enc.image_memory, enc.image.masks["res5"])
+            fpns = [enc.image.features[k] for k in ("res4", "res3", "res2")]
+            out["pred_masks"] = self.mask_head(enc.image.projected, attention, fpns)
         return out
 
     # ----------------------------------------------------------------------------------------------
