@@ -9,16 +9,13 @@ from typing import Dict, Optional
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.file_io import PathManager
 
+from ..modeling.heads import CLEVR_ATTRIBUTES
 from .common import gather_dicts_to_main, log_table
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["GQAEvaluator", "CLEVREvaluator", "clevr_answer_type"]
 
-# The 15 CLEVR attribute answers (colours, shapes, materials, sizes); yes/no are binary, the rest counts.
-CLEVR_ATTRIBUTES = frozenset(
-    "gray red blue green brown purple cyan yellow cube cylinder sphere rubber metal large small".split()
-)
 
 
 def clevr_answer_type(answer: str) -> str:

@@ -363,13 +363,14 @@ class MDETR(nn.Module):
 
     def prepare_target(self, x: dict, image_size: tuple[int, int]) -> dict:
         """A mapper output's ``instances`` as the criterion's target dict (normalised cxcywh boxes)."""
+        from ..data.dataset_mapper import tensor_to_spans  # local: the data package imports modeling
         inst = x["instances"].to(self.device)
         h, w = image_size
         boxes = inst.gt_boxes.tensor / torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
         target = {
             "boxes": torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], dim=1),
             "positive_map": inst.gt_positive_map.float(),
-            "tokens_positive": list(inst.gt_tokens_positive) if inst.has("gt_tokens_positive") else [],
+            "tokens_positive": tensor_to_spans(inst.gt_tokens_positive) if inst.has("gt_tokens_positive") else [],
         }
         if inst.has("gt_masks"):
             target["masks"] = inst.gt_masks.tensor

@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Register every MDETR dataset and, with ``--check``, report which are on disk and validate samples.
+
+Usage (from the repository root, with mdetr_d2 installed)::
+
+    python datasets/register.py --check                    # every dataset
+    python datasets/register.py --check --only flickr_ refcoco --samples 50
+    MDETR_DATASETS=/data/mdetr python datasets/register.py --check
+
+Importing ``mdetr_d2.data`` is what registers the datasets (lazily, under ``$MDETR_DATASETS``); this
+script only adds the report. ``--check`` loads each present annotation file (the pre-training set takes
+a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from mdetr_d2.data import MDETR_DATASET_NAMES, dataset_root
+
+
+def _paths_of(meta) -> list[str]:
+    roots = meta.image_root.values() if isinstance(meta.image_root, dict) else [meta.image_root]
+    return [meta.json_file, *roots]
+
+
+def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[bool, str]:
+    """Returns (ok, message) for one registered dataset."""
+    meta = MetadataCatalog.get(name)
+    missing = [p for p in _paths_of(meta) if not os.path.exists(p)]
+    if missing:
+        return False, "absent: " + ", ".join(missing)
+    try:
+        records = DatasetCatalog.get(name)
+    except Exception as e:  # report every broken dataset, not only the first
+        return False, f"cannot load: {e}"
+    if not records:
+        return False, "no records"
+    rng = random.Random(0)
+    chosen = rng.sample(records, min(samples, len(records)))
+    problems = [
+        f"missing image {r['file_name']}" for r in chosen if not os.path.isfile(r["file_name"])
+    ]
+    if tokenizer:
+        from mdetr_d2.data import create_positive_map_from_caption
+        from mdetr_d2.modeling.text_encoder import build_tokenizer
+
+        tok = build_tokenizer(tokenizer)
+        for r in chosen:
+            if "caption" not in r:
+                continue
+            spans = [a.get("tokens_positive", []) for a in r.get("annotations", [])]
+            pm = create_positive_map_from_caption(tok, r["caption"], spans)
+            empty = int((pm.sum(1) == 0).sum())
+            if empty:
+                problems.append(f"record {r['image_id']}: {empty} box(es) with no token")
+    n_boxes = sum(len(r.get("annotations", [])) for r in records)
+    summary = f"{len(records)} records, {n_boxes} boxes, evaluator {meta.evaluator_type!r}"
+    if problems:
+        return False, summary + "; " + "; ".join(problems[:5]) + (
+            " ..." if len(problems) > 5 else ""
+        )
+    return True, summary + f"; {len(chosen)} sampled records OK"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="check presence and validate samples")
+    parser.add_argument(
+        "--only", nargs="*", default=[], help="dataset name prefixes to restrict to"
+    )
+    parser.add_argument("--samples", type=int, default=20, help="records validated per dataset")
+    parser.add_argument(
+        "--tokenizer", default=None, help="tokenizer (HF name/folder) to test positive maps"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    names = [
+        n for n in MDETR_DATASET_NAMES if not args.only or any(n.startswith(p) for p in args.only)
+    ]
+    print(f"MDETR datasets root: {os.path.abspath(dataset_root())} ($MDETR_DATASETS)")
+    if not args.check:
+        for name in names:
+            meta = MetadataCatalog.get(name)
+            print(f"{name:32s} {meta.evaluator_type:14s} {meta.json_file}")
+        return 0
+    n_ok = 0
+    for name in names:
+        ok, message = check_dataset(name, args.samples, args.tokenizer)
+        n_ok += ok
+        print(
+            f"[{'present' if ok else 'MISSING' if message.startswith('absent') else 'BROKEN':7s}] "
+            f"{name:32s} {message}"
+        )
+    print(f"{n_ok}/{len(names)} datasets present and valid")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""MDETR data: dataset registration, loaders, augmentations, positive maps and the dataset mapper.
+
+Importing this package registers every MDETR dataset under ``$MDETR_DATASETS`` (lazily).
+"""
+
+from .config import add_mdetr_data_config
+from .dataset_mapper import (
+    CLEVR_ATTRIBUTES,
+    GQA_ANSWER_TYPES,
+    MDETRDatasetMapper,
+    encode_clevr_answer,
+    encode_gqa_answer,
+    spans_to_tensor,
+    tensor_to_spans,
+)
+from .datasets import (
+    MDETR_DATASET_NAMES,
+    DatasetFormatError,
+    dataset_root,
+    load_clevr_questions,
+    load_lvis_v1_json,
+    load_mdetr_json,
+    register_mdetr_dataset,
+    register_mdetr_json,
+)
+from .positive_map import create_positive_map, create_positive_map_from_caption, span_to_token_range
+from .transforms import (
+    MDETRResize,
+    RandomSelect,
+    RandomSizeCrop,
+    TextAwareHFlip,
+    build_augmentation_from_config,
+    build_mdetr_augmentation,
+    mdetr_resize_shape,
+)

@@ -1,0 +1,428 @@
+"""``MDETRDatasetMapper``: one dataset dict -> the model's input dict (image, caption, targets)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import (
+    BitMasks,
+    Boxes,
+    BoxMode,
+    Instances,
+    PolygonMasks,
+    polygons_to_bitmask,
+)
+from detectron2.utils.logger import log_first_n
+
+from ..modeling.heads import CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
+from .positive_map import create_positive_map
+from .transforms import build_augmentation_from_config
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MDETRDatasetMapper",
+    "spans_to_tensor",
+    "tensor_to_spans",
+    "encode_gqa_answer",
+    "encode_clevr_answer",
+    "CLEVR_ATTRIBUTES",
+    "GQA_ANSWER_TYPES",
+]
+
+# Image-level ids copied to the output when present (the evaluators need them).
+_PASSTHROUGH_KEYS = (
+    "dataset_name",
+    "original_id",
+    "original_img_id",
+    "sentence_id",
+    "task_id",
+    "questionId",
+    "question_type",
+)
+
+# QA target conventions (reference §1.15, §5.6, §5.7).
+IGNORE_INDEX = -100  # PyTorch's cross-entropy default: "no target of this type"
+
+
+def spans_to_tensor(span_groups: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
+    """Per-box span lists -> ``n x S x 2`` int64 tensor padded with -1 (S = most spans of one box).
+
+    A tensor survives ``Instances`` indexing (box filtering) and shared-memory transfer unchanged.
+    """
+    n = len(span_groups)
+    width = max((len(g) for g in span_groups), default=0)
+    out = torch.full((n, max(width, 1), 2), -1, dtype=torch.int64)
+    for i, group in enumerate(span_groups):
+        if group:
+            out[i, : len(group)] = torch.as_tensor(
+                [[int(b), int(e)] for b, e in group], dtype=torch.int64
+            )
+    return out
+
+
+def tensor_to_spans(spans: torch.Tensor) -> list[list[list[int]]]:
+    """Inverse of :func:`spans_to_tensor`: per box, the list of ``[begin, end)`` spans."""
+    return [[[int(b), int(e)] for b, e in row.tolist() if b >= 0] for row in spans]
+
+
+def encode_clevr_answer(answer: str) -> dict[str, torch.Tensor]:
+    """CLEVR QA targets: yes/no -> type 0 (binary), one of 15 attributes -> type 1, else number (type 2)."""
+    answer = str(answer).strip().lower()
+    answer_type, binary, attr, reg = 2, 0.0, IGNORE_INDEX, IGNORE_INDEX
+    if answer in ("yes", "no"):
+        answer_type, binary = 0, float(answer == "yes")
+    elif answer in CLEVR_ATTRIBUTES:
+        answer_type, attr = 1, CLEVR_ATTRIBUTES.index(answer)
+    else:
+        try:
+            reg = int(answer)
+        except ValueError:
+            raise ValueError(
+                f"CLEVR answer {answer!r} is neither yes/no, an attribute nor a number"
+            ) from None
+    return {
+        "answer_type": torch.tensor(answer_type, dtype=torch.int64),
+        "answer_binary": torch.tensor(binary, dtype=torch.float32),
+        "answer_attr": torch.tensor(attr, dtype=torch.int64),
+        "answer_reg": torch.tensor(reg, dtype=torch.int64),
+    }
+
+
+def encode_gqa_answer(
+    answer: str, question_type: str, answer2id: dict | None, answer2id_by_type: dict | None
+) -> dict[str, torch.Tensor]:
+    """GQA QA targets: ``answer`` (global vocab), ``answer_type`` and per-type ``answer_{type}``.
+
+    Out-of-vocabulary answers map to "unknown"; the per-type target is -100 unless the question is of
+    that type (reference §5.6, §9.2.24).
+    """
+    out = {}
+    if answer2id is not None:
+        out["answer"] = torch.tensor(answer2id.get(answer, answer2id["unknown"]), dtype=torch.int64)
+    if answer2id_by_type is not None:
+        if question_type not in GQA_ANSWER_TYPES:
+            raise ValueError(f"GQA question_type {question_type!r} not in {GQA_ANSWER_TYPES}")
+        out["answer_type"] = torch.tensor(GQA_ANSWER_TYPES.index(question_type), dtype=torch.int64)
+        for t in GQA_ANSWER_TYPES:
+            value = IGNORE_INDEX
+            if t == question_type:
+                vocab = answer2id_by_type[f"answer_{t}"]
+                value = vocab.get(answer, vocab["unknown"])
+            out[f"answer_{t}"] = torch.tensor(value, dtype=torch.int64)
+    return out
+
+
+def _annotation_boxes_xyxy(annotations: list[dict]) -> np.ndarray:
+    if not annotations:
+        return np.zeros((0, 4), dtype=np.float64)
+    return np.asarray(
+        [
+            BoxMode.convert(list(a["bbox"]), a.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS)
+            for a in annotations
+        ],
+        dtype=np.float64,
+    ).reshape(-1, 4)
+
+
+def _clip_and_keep(boxes: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Clamp xyxy boxes to the image; keep those with positive width and height (official §5.2, §6.1)."""
+    boxes = boxes.copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes, keep
+
+
+def _rasterize(segm: Any, h: int, w: int) -> np.ndarray:
+    """uint8 mask of one annotation's polygons (OR-ed) or RLE, at the original image size."""
+    if not segm:
+        return np.zeros((h, w), dtype=np.uint8)
+    if isinstance(segm, dict):
+        from pycocotools import mask as mask_util
+
+        if isinstance(segm.get("counts"), list):
+            segm = mask_util.frPyObjects(segm, h, w)
+        return mask_util.decode(segm).astype(np.uint8)
+    polygons = [np.asarray(p, dtype=np.float64).reshape(-1) for p in segm if len(p) >= 6]
+    if not polygons:
+        return np.zeros((h, w), dtype=np.uint8)
+    return polygons_to_bitmask(polygons, h, w).astype(np.uint8)
+
+
+class MDETRDatasetMapper:
+    """Reads the image, augments it (MDETR chains), and builds the targets of one image-caption record.
+
+    Output dict (tensors, plus the caption and the id strings):
+
+    * ``image``: ``3 x H x W`` uint8 tensor in ``image_format`` (as Detectron2's ``DatasetMapper``);
+    * ``height``, ``width``: the original image size (what predictions are rescaled to);
+    * ``image_id``, ``file_name``, ``caption`` (after augmentation; only the text-aware flip changes it)
+      and, when present in the record, ``dataset_name``, ``original_id``, ``original_img_id``,
+      ``sentence_id``, ``task_id``, ``questionId``, ``question_type``;
+    * ``instances`` (when the record has ``annotations``; training and evaluation): ``Instances`` of the
+      augmented image size with ``gt_boxes`` (``Boxes``, XYXY absolute), ``gt_classes`` (category ids,
+      unused by MDETR's losses), and, for records with a caption, ``gt_positive_map``
+      (``n x MAX_TOKEN_SLOTS`` float 0/1) and ``gt_tokens_positive`` (``n x S x 2`` int64 ``[begin,
+      end)`` spans padded with -1, see :func:`tensor_to_spans`), plus ``gt_isfinal`` (float, CLEVR-Ref+)
+      and ``gt_masks`` (``BitMasks``/``PolygonMasks``, when masks are on). Fields stay aligned with the
+      boxes under any ``Instances`` indexing;
+    * ``positive_map_eval``: ``n_phrases x MAX_TOKEN_SLOTS`` bool (records with ``tokens_positive_eval``);
+    * ``answers``: dict of 0-d tensors (QA on and the record has an ``answer``): GQA ``answer``,
+      ``answer_type`` (obj 0, attr 1, rel 2, global 3, cat 4), ``answer_{obj,attr,rel,global,cat}``
+      (-100 for the other types); CLEVR ``answer_type`` (binary 0, attribute 1, number 2),
+      ``answer_binary`` (float), ``answer_attr``, ``answer_reg`` (-100 when unused).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: list,
+        image_format: str = "RGB",
+        tokenizer_name: str | None = None,
+        max_token_slots: int = 256,
+        use_masks: bool = False,
+        mask_format: str = "bitmask",
+        qa_kind: str | None = None,
+        gqa_answer_vocab: str | None = None,
+        gqa_answer_vocab_by_type: str | None = None,
+    ):
+        """
+        Args:
+            is_train: training mode (only used in messages; the augmentations decide the behaviour).
+            augmentations: Detectron2 augmentations, e.g. from :func:`build_mdetr_augmentation`.
+            image_format: ``read_image`` format ("RGB" for MDETR).
+            tokenizer_name: HF name or folder of the fast tokenizer (``build_tokenizer``); needed for
+                records with a caption.
+            max_token_slots: width of the positive maps (256).
+            use_masks: produce ``gt_masks``.
+            mask_format: "bitmask" or "polygon".
+            qa_kind: None, "gqa" or "clevr": encode the record's ``answer`` into ``answers``.
+            gqa_answer_vocab: path of ``gqa_answer2id.json`` (or its folder).
+            gqa_answer_vocab_by_type: path of ``gqa_answer2id_by_type.json`` (default: next to the former).
+        """
+        if mask_format not in ("bitmask", "polygon"):
+            raise ValueError(f"mask_format must be 'bitmask' or 'polygon', got {mask_format!r}")
+        if qa_kind not in (None, "gqa", "clevr"):
+            raise ValueError(f"qa_kind must be None, 'gqa' or 'clevr', got {qa_kind!r}")
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.image_format = image_format
+        self.tokenizer_name = tokenizer_name
+        self.max_token_slots = max_token_slots
+        self.use_masks = use_masks
+        self.mask_format = mask_format
+        self.qa_kind = qa_kind
+        if gqa_answer_vocab and os.path.isdir(gqa_answer_vocab):
+            gqa_answer_vocab = os.path.join(gqa_answer_vocab, "gqa_answer2id.json")
+        if gqa_answer_vocab and not gqa_answer_vocab_by_type:
+            gqa_answer_vocab_by_type = os.path.join(
+                os.path.dirname(gqa_answer_vocab), "gqa_answer2id_by_type.json"
+            )
+        self.gqa_answer_vocab = gqa_answer_vocab
+        self.gqa_answer_vocab_by_type = gqa_answer_vocab_by_type
+        self._gqa_vocabs = None  # loaded on first use (workers read them, not the constructor)
+        mode = "training" if is_train else "inference"
+        logger.info(f"[MDETRDatasetMapper] Augmentations used in {mode}: {augmentations}")
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True):
+        m = cfg.MODEL.MDETR
+        qa_head = m.QA_HEAD
+        qa_kind = (
+            None if qa_head in ("", "none") else ("clevr" if qa_head.startswith("clevr") else "gqa")
+        )
+        vocab = by_type = None
+        if qa_kind == "gqa":
+            for name in cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST:
+                meta = MetadataCatalog.get(name)
+                if hasattr(meta, "gqa_answer_vocab"):
+                    vocab = meta.gqa_answer_vocab
+                    by_type = getattr(meta, "gqa_answer_vocab_by_type", None)
+                    break
+            vocab = vocab or m.QA_VOCAB or None
+        return {
+            "is_train": is_train,
+            "augmentations": build_augmentation_from_config(cfg, is_train),
+            "image_format": cfg.INPUT.FORMAT,
+            "tokenizer_name": m.TEXT_ENCODER.NAME,
+            "max_token_slots": cfg.INPUT.MDETR.MAX_TOKEN_SLOTS,
+            "use_masks": m.MASKS,
+            "mask_format": cfg.INPUT.MASK_FORMAT,
+            "qa_kind": qa_kind,
+            "gqa_answer_vocab": vocab,
+            "gqa_answer_vocab_by_type": by_type,
+        }
+
+    # Built lazily so that pickling the mapper to data-loader workers only sends the name.
+    @property
+    def tokenizer(self):
+        from mdetr_d2.modeling.text_encoder import build_tokenizer
+
+        if not self.tokenizer_name:
+            raise ValueError("MDETRDatasetMapper needs tokenizer_name to build positive maps")
+        return build_tokenizer(self.tokenizer_name)
+
+    def _where(self, d: dict) -> str:
+        return f"record image_id={d.get('image_id')!r} ({d.get('file_name')})"
+
+    def _read_image(self, d: dict) -> np.ndarray:
+        try:
+            image = utils.read_image(d["file_name"], format=self.image_format)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"image not found for {self._where(d)}: check the dataset's image root "
+                f"($MDETR_DATASETS, datasets/README.md)"
+            ) from None
+        h, w = image.shape[:2]
+        if (d.get("height"), d.get("width")) != (h, w):
+            # The official code trusts the image, not the json (Flickr stores sizes as XML strings).
+            log_first_n(
+                logging.WARNING,
+                f"{self._where(d)}: json size {d.get('width')}x{d.get('height')} differs from the image "
+                f"{w}x{h}; using the image size",
+                n=5,
+            )
+        return image
+
+    def _load_gqa_vocabs(self):
+        if self._gqa_vocabs is None:
+            vocabs = []
+            for path in (self.gqa_answer_vocab, self.gqa_answer_vocab_by_type):
+                if path and os.path.isfile(path):
+                    with open(path) as f:
+                        vocabs.append(json.load(f))
+                else:
+                    vocabs.append(None)
+            if vocabs == [None, None]:
+                raise FileNotFoundError(
+                    f"GQA answer vocabularies not found ({self.gqa_answer_vocab}, "
+                    f"{self.gqa_answer_vocab_by_type}); set the dataset metadata 'gqa_answer_vocab'"
+                )
+            self._gqa_vocabs = tuple(vocabs)
+        return self._gqa_vocabs
+
+    def _answers(self, d: dict) -> dict | None:
+        if self.qa_kind is None or "answer" not in d:
+            return None
+        if self.qa_kind == "clevr":
+            return encode_clevr_answer(d["answer"])
+        answer2id, by_type = self._load_gqa_vocabs()
+        return encode_gqa_answer(d["answer"], d.get("question_type"), answer2id, by_type)
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        d = copy.deepcopy(dataset_dict)  # the loader's dicts are shared (and reused every epoch)
+        image = self._read_image(d)
+        h0, w0 = image.shape[:2]
+        caption = d.get("caption")
+
+        annotations = d.pop("annotations", None)
+        anns = [a for a in annotations or () if a.get("iscrowd", 0) == 0]
+        boxes, keep = _clip_and_keep(_annotation_boxes_xyxy(anns), h0, w0)
+        anns = [a for a, k in zip(anns, keep) if k]
+        boxes = boxes[keep]
+
+        aug_input = T.AugInput(image, boxes=boxes)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        h, w = image.shape[:2]
+        boxes, keep = _clip_and_keep(
+            np.asarray(aug_input.boxes, dtype=np.float64).reshape(-1, 4), h, w
+        )
+
+        spans = [a.get("tokens_positive", []) for a in anns]
+        eval_spans = d.get("tokens_positive_eval")
+        if caption is not None:
+            for tfm in transforms.transforms:
+                if hasattr(tfm, "apply_caption"):
+                    groups = spans + (eval_spans or [])
+                    caption, groups = tfm.apply_caption(caption, groups)
+                    spans, eval_spans = groups[: len(spans)], (
+                        groups[len(spans) :] if eval_spans is not None else None
+                    )
+
+        out = {
+            "file_name": d["file_name"],
+            "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "height": h0,
+            "width": w0,
+            "image_id": d["image_id"],
+        }
+        if caption is not None:
+            out["caption"] = caption
+        for key in _PASSTHROUGH_KEYS:
+            if key in d:
+                out[key] = d[key]
+
+        tokenized = None
+        if caption is not None and (anns or eval_spans is not None):
+            tokenized = self.tokenizer(caption)
+
+        if annotations is not None:
+            instances = Instances((h, w))
+            instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
+            instances.gt_classes = torch.as_tensor(
+                [int(a.get("category_id", 1)) for a in anns], dtype=torch.int64
+            )
+            if caption is not None:
+                # Computed on the final caption: identical to the official "before augmentation" map
+                # unless the text-aware flip rewrote the caption (then the spans were re-derived).
+                instances.gt_positive_map = (
+                    create_positive_map(tokenized, spans, self.max_token_slots, caption=caption)
+                    if anns
+                    else torch.zeros((0, self.max_token_slots), dtype=torch.float32)
+                )
+                instances.gt_tokens_positive = spans_to_tensor(spans)
+            if anns and all("isfinal" in a for a in anns):
+                instances.gt_isfinal = torch.as_tensor(
+                    [float(a["isfinal"]) for a in anns], dtype=torch.float32
+                )
+            if self.use_masks:
+                instances.gt_masks = self._masks(anns, transforms, h0, w0, h, w)
+            out["instances"] = instances[torch.from_numpy(keep)] if len(keep) else instances
+
+        if eval_spans is not None:
+            out["positive_map_eval"] = create_positive_map(
+                tokenized, eval_spans, self.max_token_slots, caption=caption
+            ).bool()
+
+        answers = self._answers(d)
+        if answers is not None:
+            out["answers"] = answers
+        return out
+
+    def _masks(self, anns, transforms, h0, w0, h, w):
+        if self.mask_format == "polygon" and all(
+            isinstance(a.get("segmentation"), list) and a["segmentation"] for a in anns
+        ):
+            # Vertices are moved without clipping to a crop window (fvcore's clipping needs shapely);
+            # rasterizing an unclipped polygon gives the same mask inside the image.
+            polygons = [
+                [
+                    transforms.apply_coords(np.asarray(p, dtype=np.float64).reshape(-1, 2)).reshape(
+                        -1
+                    )
+                    for p in a["segmentation"]
+                ]
+                for a in anns
+            ]
+            return PolygonMasks(polygons)
+        # Rasterize at the original size, then resize/crop/flip like the image (official order, §5.2).
+        masks = [
+            transforms.apply_segmentation(_rasterize(a.get("segmentation"), h0, w0)) for a in anns
+        ]
+        if not masks:
+            return BitMasks(torch.zeros((0, h, w), dtype=torch.bool))
+        return BitMasks(torch.as_tensor(np.stack(masks)) > 0)

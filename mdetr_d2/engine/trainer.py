@@ -1,0 +1,180 @@
+"""``MDETRTrainer``: Detectron2's ``DefaultTrainer`` with MDETR's optimization (reference §8.1)."""
+import logging
+import os
+import weakref
+from typing import Optional
+
+import torch
+from detectron2.config import CfgNode
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch import nn
+
+from mdetr_d2.checkpoint import MDETRCheckpointer
+
+from .ema import EMAHook, ModelEMA, unwrap_model
+from .lr_scheduler import MDETR_SCHEDULES, build_mdetr_lr_scheduler
+from .optimizer import build_mdetr_optimizer
+from .train_loop import MDETRSimpleTrainer
+
+logger = logging.getLogger(__name__)
+
+
+class MDETRTrainer(DefaultTrainer):
+    """Trainer for every MDETR recipe.
+
+    Differences from ``DefaultTrainer``: AdamW over three name-based parameter groups, MDETR's
+    per-group schedules, global-norm gradient clipping, optional bf16/fp16 autocast on any device,
+    an EMA of the whole state dict (checkpointed as ``model_ema`` and used for evaluation), the
+    optimizer state in every checkpoint (Detectron2 v0.6 drops it), and DDP with
+    ``find_unused_parameters=True`` that also works for CPU processes.
+    """
+
+    def __init__(self, cfg: CfgNode):
+        # DefaultTrainer.__init__ hard-codes its inner trainer, checkpointer and DDP arguments, so
+        # the same attributes are set here instead (Detectron2 v0.6 and main; see
+        # DETECTRON2_VERSIONS.md).
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        model = create_ddp_model(
+            model,
+            broadcast_buffers=False,
+            # The official model leaves parameters unused in some steps (e.g. QA heads of other
+            # types).
+            find_unused_parameters=True,
+            # device_ids must be None for CPU modules (Detectron2 passes [local_rank]).
+            device_ids=[comm.get_local_rank()] if on_cuda else None,
+        )
+        # After the DDP wrap, which synchronizes the initial weights of every rank.
+        self.model_ema: Optional[ModelEMA] = (
+            ModelEMA(model, cfg.SOLVER.EMA.DECAY) if cfg.SOLVER.EMA.ENABLED else None
+        )
+        self._trainer = MDETRSimpleTrainer(
+            model,
+            data_loader,
+            optimizer,
+            clip_max_norm=cfg.SOLVER.CLIP_MAX_NORM,
+            amp_precision=cfg.SOLVER.AMP.PRECISION if cfg.SOLVER.AMP.ENABLED else None,
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        extra = {"model_ema": self.model_ema} if self.model_ema is not None else {}
+        # MODEL.WEIGHTS (a weights-only load) takes the file's EMA weights when it has them, like
+        # the official `--load`; resuming restores `model` and `model_ema` from their own entries.
+        self.checkpointer = MDETRCheckpointer(
+            model, cfg.OUTPUT_DIR, weights_key=cfg.MODEL.MDETR.WEIGHTS_KEY,
+            trainer=weakref.proxy(self), **extra,
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+
+        self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True):
+        """Resume from the last checkpoint of OUTPUT_DIR (model, EMA, optimizer, scheduler,
+        iteration, grad scaler) or load MODEL.WEIGHTS; without a restored EMA the average restarts
+        from the loaded weights (official: the EMA is re-made after `--load`)."""
+        if self.model_ema is not None:
+            self.model_ema.loaded = False
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.has_checkpoint():
+            # The checkpoint stores the iteration that just finished.
+            self.start_iter = self.iter + 1
+        if self.model_ema is not None and not self.model_ema.loaded:
+            self.model_ema.reset(self.model)
+
+    def state_dict(self):
+        # TrainerBase's, not DefaultTrainer's: main's DefaultTrainer.load_state_dict requires
+        # "_trainer", which v0.6 checkpoints lack; v0.6's DefaultTrainer never saves it (no
+        # optimizer state).
+        ret = TrainerBase.state_dict(self)
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        TrainerBase.load_state_dict(self, state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+        else:
+            logger.warning("Checkpoint without optimizer state (v0.6 trainer?): fresh AdamW.")
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The model evaluated during training: the EMA when enabled (official), else the model."""
+        return self.model_ema.module if self.model_ema is not None else self.model
+
+    def build_hooks(self):
+        cfg = self.cfg
+        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        if self.model_ema is not None:
+            ret.append(EMAHook(self.model_ema))  # before checkpointing and evaluation
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.eval_model)
+            return self._last_eval_results
+
+        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        return ret
+
+    @classmethod
+    def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
+        return build_mdetr_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
+        if cfg.SOLVER.LR_SCHEDULER_NAME in MDETR_SCHEDULES:
+            return build_mdetr_lr_scheduler(cfg, optimizer)
+        return super().build_lr_scheduler(cfg, optimizer)  # Detectron2's own schedules
+
+    @classmethod
+    def build_mapper(cls, cfg: CfgNode, is_train: bool):
+        """The mapper of both loaders (imported on use: the engine does not need the data code)."""
+        from mdetr_d2.data import MDETRDatasetMapper
+
+        return MDETRDatasetMapper(cfg, is_train)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        # Multiple DATASETS.TRAIN are concatenated and sampled uniformly, like the official
+        # ConcatDataset.
+        return build_detection_train_loader(cfg, mapper=cls.build_mapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
+        from mdetr_d2.evaluation import build_mdetr_evaluators
+
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_mdetr_evaluators(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def load_for_evaluation(cls, cfg: CfgNode, model: nn.Module, resume: bool = False) -> nn.Module:
+        """Load weights into ``model`` for ``--eval-only``: MODEL.WEIGHTS, or with ``resume`` the
+        last checkpoint of OUTPUT_DIR. Either way the file's ``model_ema`` is used when it has one
+        and MODEL.MDETR.WEIGHTS_KEY is "model_ema" (official evaluation uses the EMA)."""
+        weights_key = cfg.MODEL.MDETR.WEIGHTS_KEY
+        checkpointer = MDETRCheckpointer(model, cfg.OUTPUT_DIR, weights_key=weights_key)
+        # A weights-only load (no resume) already picks model_ema; a resume load leaves it in
+        # `rest`.
+        rest = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+        if weights_key == "model_ema" and isinstance(rest, dict) and "model_ema" in rest:
+            logger.info("Evaluating the checkpoint's EMA weights (model_ema).")
+            unwrap_model(model).load_state_dict(rest["model_ema"])
+        return model

@@ -1,0 +1,72 @@
+"""Every YAML under configs/ parses with get_cfg() + add_mdetr_config + add_mdetr_solver_config."""
+from pathlib import Path
+
+import pytest
+from detectron2.config import get_cfg
+
+from mdetr_d2.config import add_mdetr_config
+from mdetr_d2.engine import add_mdetr_solver_config
+from mdetr_d2.engine.lr_scheduler import MDETR_SCHEDULES
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml"))
+
+
+def load(path):
+    cfg = get_cfg()
+    add_mdetr_config(cfg)
+    add_mdetr_solver_config(cfg)
+    cfg.merge_from_file(str(path))
+    return cfg
+
+
+def test_recipe_configs_exist():
+    names = {p.relative_to(CONFIGS).as_posix() for p in YAMLS}
+    for expected in [
+        "Base-MDETR.yaml", "pretrain/mdetr_pretrain_r101.yaml", "pretrain/mdetr_pretrain_eb3.yaml",
+        "pretrain/mdetr_pretrain_eb5.yaml", "mdetr_refcoco.yaml", "mdetr_refcoco+.yaml",
+        "mdetr_refcocog.yaml", "mdetr_flickr_merged.yaml", "mdetr_phrasecut_step1.yaml",
+        "mdetr_phrasecut_step2.yaml", "mdetr_gqa.yaml", "mdetr_clevr_step1.yaml",
+        "mdetr_clevr_step2.yaml", "mdetr_clevr_humans.yaml", "mdetr_clevr_cogent.yaml",
+        "mdetr_clevr_cogent_step1.yaml", "mdetr_clevr_ref.yaml", "mdetr_lvis1.yaml",
+        "mdetr_lvis10.yaml", "mdetr_lvis100.yaml",
+    ]:
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_config_parses(path):
+    cfg = load(path)
+    if path.parent.name == "synthetic" or path.name.startswith("Base-"):
+        return
+    assert cfg.SOLVER.LR_SCHEDULER_NAME in MDETR_SCHEDULES
+    assert cfg.DATASETS.TRAIN and cfg.SOLVER.IMS_PER_BATCH > 0 and cfg.SOLVER.MAX_ITER > 0
+    assert cfg.SOLVER.CHECKPOINT_PERIOD <= cfg.SOLVER.MAX_ITER
+    assert cfg.OUTPUT_DIR.startswith("output/")
+
+
+def test_recipe_values():
+    refcoco = load(CONFIGS / "mdetr_refcoco.yaml")
+    s, m = refcoco.SOLVER, refcoco.MODEL.MDETR
+    assert (s.IMS_PER_BATCH, s.MAX_ITER, s.LR_DROP) == (8, 75390, 45234)
+    assert (s.BASE_LR, m.LR_BACKBONE, m.LR_TEXT_ENCODER) == (5e-5, 1e-5, 1e-5)
+    assert refcoco.SOLVER.EMA.ENABLED and refcoco.SOLVER.CLIP_MAX_NORM == 0.1
+    eb3 = load(CONFIGS / "pretrain" / "mdetr_pretrain_eb3.yaml")
+    assert eb3.MODEL.MDETR.LR_BACKBONE == 5e-5 and eb3.SOLVER.IMS_PER_BATCH == 64
+    step2 = load(CONFIGS / "mdetr_phrasecut_step2.yaml")
+    assert step2.MODEL.MDETR.FREEZE_DETECTOR and not step2.SOLVER.EMA.ENABLED
+    gqa = load(CONFIGS / "mdetr_gqa.yaml")
+    assert gqa.SOLVER.LR_DROP > gqa.SOLVER.MAX_ITER and gqa.SOLVER.IMS_PER_BATCH == 128
+    clevr = load(CONFIGS / "mdetr_clevr_humans.yaml")
+    assert clevr.MODEL.RESNETS.DEPTH == 18 and clevr.MODEL.MDETR.NUM_QUERIES == 25
+
+
+def test_config_datasets_are_registered():
+    pytest.importorskip("mdetr_d2.data.datasets")  # registers the builtin names at import
+    from detectron2.data import DatasetCatalog
+
+    registered = set(DatasetCatalog.list())
+    for path in YAMLS:
+        cfg = load(path)
+        missing = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if n not in registered]
+        assert not missing, f"{path.name}: unregistered datasets {missing}"

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Train or evaluate MDETR with Detectron2.
+
+    python tools/train_net.py --config-file configs/mdetr_refcoco.yaml --num-gpus 2
+    python tools/train_net.py --config-file configs/mdetr_refcoco.yaml --eval-only MODEL.WEIGHTS
+    ckpt.pth
+
+``--num-gpus N`` starts N CPU processes when CUDA is unavailable (GLOO), on Detectron2 v0.6 as well.
+"""
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+
+from mdetr_d2.config import add_mdetr_config
+from mdetr_d2.engine import MDETRTrainer, add_mdetr_solver_config, launch
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_mdetr_config(cfg)
+    add_mdetr_solver_config(cfg)  # idempotent if add_mdetr_config already adds the solver keys
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = MDETRTrainer.build_model(cfg)
+        MDETRTrainer.load_for_evaluation(cfg, model, resume=args.resume)
+        results = MDETRTrainer.test(cfg, model)
+        if comm.is_main_process():
+            return results
+        return None
+    trainer = MDETRTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
