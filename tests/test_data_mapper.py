@@ -237,3 +237,17 @@ def test_from_config_and_train_loader(tmp_path, official_fixtures, tok_dir):
     for item in batch:
         assert item["image"].dtype == torch.uint8 and item["instances"].has("gt_positive_map")
         assert set(item["answers"]) >= {"answer", "answer_type", "answer_obj", "answer_rel"}
+
+
+def test_image_already_at_eval_size_is_left_as_is(tmp_path, tok_dir):
+    # MDETR's resize returns a no-op for an image whose short side already equals the target; the
+    # mapper must not mistake Detectron2's NoOpTransform for a caption-changing transform.
+    rec = _record(tmp_path, w=100, h=80, tokens_positive_eval=[[[0, 7]]])
+    mapper = D.MDETRDatasetMapper(
+        True, augmentations=D.build_mdetr_augmentation("cautious", False, test_size=80),
+        tokenizer_name=tok_dir,
+    )
+    out = mapper(rec)
+    assert out["image"].shape == (3, 80, 100)
+    assert out["caption"] == rec["caption"]
+    assert D.tensor_to_spans(out["instances"].gt_tokens_positive)[0] == [[0, 7]]

@@ -12,13 +12,12 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 
 from mdetr_d2.config import add_mdetr_config
-from mdetr_d2.engine import MDETRTrainer, add_mdetr_solver_config, launch
+from mdetr_d2.engine import MDETRTrainer, launch
 
 
 def setup(args):
     cfg = get_cfg()
     add_mdetr_config(cfg)
-    add_mdetr_solver_config(cfg)  # idempotent if add_mdetr_config already adds the solver keys
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()

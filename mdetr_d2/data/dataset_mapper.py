@@ -26,7 +26,7 @@ from detectron2.utils.logger import log_first_n
 
 from ..modeling.heads import CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
 from .positive_map import create_positive_map
-from .transforms import build_augmentation_from_config
+from .transforms import CaptionHFlipTransform, build_augmentation_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +346,8 @@ class MDETRDatasetMapper:
         eval_spans = d.get("tokens_positive_eval")
         if caption is not None:
             for tfm in transforms.transforms:
-                if hasattr(tfm, "apply_caption"):
+                # isinstance, not hasattr: Detectron2's NoOpTransform answers every `apply_*` name.
+                if isinstance(tfm, CaptionHFlipTransform):
                     groups = spans + (eval_spans or [])
                     caption, groups = tfm.apply_caption(caption, groups)
                     spans, eval_spans = groups[: len(spans)], (
