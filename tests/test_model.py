@@ -163,3 +163,18 @@ def test_predictor_formats_and_many_captions(tiny_text_encoder):
         torch.testing.assert_close(a["instances"].scores, b["instances"].scores, atol=1e-5, rtol=0)
     batch = predictor.predict_batch([rgb, rgb[:40]], ["a small dog", "the cat"])
     assert [o["instances"].image_size for o in batch] == [(50, 70), (40, 70)]
+
+
+def test_scratch_resnet_trains_its_norm_layers(tiny_text_encoder):
+    cfg = tiny_mdetr_cfg(tiny_text_encoder, **{
+        "MODEL.BACKBONE.NAME": "build_mdetr_scratch_resnet_backbone", "MODEL.BACKBONE.FREEZE_AT": 0,
+        "MODEL.RESNETS.NORM": "BN", "MODEL.RESNETS.STEM_OUT_CHANNELS": 16,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": 16})
+    model = build_model(cfg)
+    assert model.backbone.output_shape()["res5"].channels == 128
+    assert model.backbone.output_shape()["res5"].stride == 32
+    bn = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn and all(m.weight.requires_grad for m in bn)
+    with torch.no_grad():
+        out = model.eval()([{"image": _image(64, 64), "caption": "the cat"}])
+    assert len(out[0]["instances"]) == 5

@@ -16,32 +16,15 @@ import os
 import sys
 
 import cv2
-import numpy as np
 from detectron2.config import get_cfg
-from detectron2.utils.visualizer import Visualizer
 from tqdm import tqdm
 
 from mdetr_d2 import add_mdetr_config
 from mdetr_d2.checkpoint import official_cfg
 from mdetr_d2.predictor import MDETRPredictor
+from mdetr_d2.visualization import draw_prediction
 
 logger = logging.getLogger("mdetr_d2.demo")
-
-
-def draw_prediction(image_rgb: np.ndarray, prediction: dict, caption: str, top_k: int = 3,
-                    min_score: float = 0.5) -> np.ndarray:
-    """An RGB picture of the most confident boxes (at least one), each labelled with its phrase."""
-    inst = prediction["instances"].to("cpu")
-    order = inst.scores.argsort(descending=True)
-    keep = [int(i) for i in order[:top_k] if inst.scores[i] >= min_score] or [int(order[0])]
-    inst = inst[keep]
-    labels = [f"{phrase or '?'} {score:.2f}" for phrase, score in zip(inst.pred_phrases, inst.scores.tolist())]
-    vis = Visualizer(image_rgb)
-    masks = inst.pred_masks.numpy() if inst.has("pred_masks") else None
-    vis.overlay_instances(boxes=inst.pred_boxes.tensor.numpy(), labels=labels, masks=masks)
-    title = caption if "qa" not in prediction else f"{caption} -> {prediction['qa']['answer']}"
-    vis.draw_text(title, (4, 2), horizontal_alignment="left", font_size=max(8, image_rgb.shape[1] // 30))
-    return vis.output.get_image()
 
 
 def build_cfg(args):

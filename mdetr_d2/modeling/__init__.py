@@ -1,4 +1,5 @@
 from .backbone import MDETREfficientNet, MDETRResNet, build_mdetr_efficientnet_backbone, build_mdetr_resnet_backbone
+from .scratch_backbone import build_mdetr_scratch_resnet_backbone
 from .meta_arch import MDETR, EncoderMemory, ImageFeatures
 from .text_encoder import EncodedText, TextEncoder, build_tokenizer
 from .transformer import Transformer

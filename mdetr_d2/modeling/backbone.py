@@ -13,6 +13,7 @@ head ``res2..res4``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
@@ -27,6 +28,32 @@ FROZEN_BN_EPS = 1e-5
 
 def _frozen_bn(num_features: int) -> FrozenBatchNorm2d:
     return FrozenBatchNorm2d(num_features, eps=FROZEN_BN_EPS)
+
+
+def conv_frozen_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(conv(x))`` as one convolution: the frozen affine is folded into the kernel and bias.
+
+    Same function (up to float rounding) and the same parameters/gradients for ``conv``; it saves the
+    separate normalisation pass over the activation (about a fifth of the ResNet's CPU time) and the
+    activation it would keep for backward.
+    """
+    scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+    shift = bn.bias - bn.running_mean * scale
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _residual_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A torchvision ``Bottleneck``/``BasicBlock`` with every conv+FrozenBN folded (same function)."""
+    out = F.relu(conv_frozen_bn(block.conv1, block.bn1, x), inplace=True)
+    if hasattr(block, "conv3"):
+        out = F.relu(conv_frozen_bn(block.conv2, block.bn2, out), inplace=True)
+        out = conv_frozen_bn(block.conv3, block.bn3, out)
+    else:
+        out = conv_frozen_bn(block.conv2, block.bn2, out)
+    identity = x if block.downsample is None else conv_frozen_bn(block.downsample[0], block.downsample[1], x)
+    return F.relu(out.add_(identity), inplace=True)
 
 
 class _LevelsBackbone(Backbone):
@@ -56,8 +83,14 @@ class MDETRResNet(_LevelsBackbone):
     """torchvision ResNet body with FrozenBN (eps 1e-5); parameters before ``freeze_at`` are fixed."""
 
     def __init__(self, depth: int = 101, freeze_at: int = 2, out_features: list[str] | None = None,
-                 pretrained: bool = False):
+                 pretrained: bool = False, channels_last: bool = True):
+        """
+        Args:
+            channels_last: run the convolutions in channels-last memory format (faster with oneDNN on
+                CPU and with cuDNN tensor cores; same results up to float rounding).
+        """
         super().__init__()
+        self.channels_last = channels_last
         if depth not in _RESNET_CHANNELS:
             raise ValueError(f"MDETR ResNet depth must be one of {sorted(_RESNET_CHANNELS)}, got {depth}")
         weights = "IMAGENET1K_V1" if pretrained else None  # the legacy `pretrained=True` weights
@@ -76,12 +109,19 @@ class MDETRResNet(_LevelsBackbone):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b = self.body
-        x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # Same modules and parameters as torchvision's forward, with each FrozenBN folded into its conv.
+        x = b.maxpool(F.relu(conv_frozen_bn(b.conv1, b.bn1, x), inplace=True))
         outputs = {}
+        last = max(self._out_features, key=_LEVELS.index)
         for name, layer in zip(_LEVELS, (b.layer1, b.layer2, b.layer3, b.layer4)):
-            x = layer(x)
+            for block in layer:
+                x = _residual_block(block, x)
             if name in self._out_features:
                 outputs[name] = x
+            if name == last:
+                break
         return outputs
 
 

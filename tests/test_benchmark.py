@@ -1,0 +1,52 @@
+"""tools/benchmark.py runs end to end on a tiny model and writes its json (no timing assertions)."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+_benchmark = __import__("tools.benchmark", fromlist=["main"])
+# Optional: a checkout of the official MDETR code (never part of this repository).
+_OFFICIAL_CODE = Path(os.environ.get("MDETR_OFFICIAL_CODE", "/nonexistent"))
+
+
+def _tiny_opts(text_encoder):
+    return ["--text-encoder", text_encoder, "--device", "cpu", "--short-side", "64", "--long-side", "96",
+            "--batch-sizes", "1", "2", "--train-batch-sizes", "2", "--iters", "1", "--train-iters", "1",
+            "--warmup", "0", "--captions", "3",
+            "--opts", "MODEL.RESNETS.DEPTH", "18", "MODEL.MDETR.HIDDEN_DIM", "64", "MODEL.MDETR.NHEADS", "4",
+            "MODEL.MDETR.ENC_LAYERS", "1", "MODEL.MDETR.DEC_LAYERS", "2", "MODEL.MDETR.DIM_FEEDFORWARD", "64",
+            "MODEL.MDETR.NUM_QUERIES", "5", "MODEL.MDETR.CONTRASTIVE_HDIM", "16"]
+
+
+def test_benchmark_writes_every_field(tmp_path):
+    out = tmp_path / "bench.json"
+    text_encoder = _benchmark.synthetic_text_encoder(tmp_path, "tiny")
+    # --opts takes the rest of the command line: the other flags come first.
+    assert _benchmark.main(["--output", str(out)] + _tiny_opts(text_encoder)) == 0
+    r = json.loads(out.read_text())
+    assert {"device", "threads", "model", "options", "inference", "training", "captions", "table"} <= set(r)
+    assert [row["batch"] for row in r["inference"]] == [1, 2]
+    for row in r["inference"]:
+        assert row["input"] == [64, 96]
+        assert {"latency_ms_median", "throughput", "peak_mb"} <= set(row["ours"])
+    assert {"iters_per_s", "peak_mb"} <= set(r["training"][0]["ours"])
+    assert r["captions"]["captions"] == 3 and r["captions"]["speedup"] > 0
+    assert r["captions"]["max_abs_box_diff_px"] < 1e-2  # batched captions == naive loop
+    assert "| inference" in r["table"]
+
+
+def test_official_shims_and_key_mapping(tmp_path, official_fixtures):
+    """Against the official code ($MDETR_OFFICIAL_CODE, when set): same weights, same outputs."""
+    if not (_OFFICIAL_CODE / "models" / "mdetr.py").is_file():
+        pytest.skip(f"no official MDETR checkout at {_OFFICIAL_CODE}")
+    out = tmp_path / "bench.json"
+    rc = _benchmark.main([
+        "--official-checkpoint", str(official_fixtures / "det_r18" / "checkpoint.pth"),
+        "--text-encoder", str(official_fixtures / "tiny_roberta"), "--official", str(_OFFICIAL_CODE),
+        "--device", "cpu", "--short-side", "96", "--long-side", "128", "--batch-sizes", "2",
+        "--train-batch-sizes", "2", "--iters", "1", "--train-iters", "1", "--warmup", "0", "--output", str(out),
+    ])
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["inference"][0]["outputs_agree"]
+    assert {"speedup", "official"} <= set(r["inference"][0]) and "speedup" in r["training"][0]
