@@ -11,10 +11,10 @@ def test_synthetic_job_end_to_end(tmp_path):
                "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
-    metrics = results["metrics"]
-    assert {"refexp", "flickr", "bbox"} <= set(metrics)
-    assert 0.0 <= metrics["refexp"]["synthetic_refexp/P@1"] <= 1.0
-    assert 0.0 <= metrics["flickr"]["R@1_all"] <= 1.0
+    refexp, flickr = results["metrics"]["synthetic_refexp_val"], results["metrics"]["synthetic_flickr_val"]
+    assert {"refexp", "bbox"} <= set(refexp) and {"flickr", "bbox"} <= set(flickr)
+    assert 0.0 <= refexp["refexp"]["synthetic_refexp/P@1"] <= 1.0
+    assert 0.0 <= flickr["flickr"]["R@1_all"] <= 1.0
     baselines = results["text_blind_baselines_P@1"]
     assert set(baselines) == {"largest object", "smallest object", "most central object", "random object"}
     assert all(0.0 <= v <= 1.0 for v in baselines.values())

@@ -175,8 +175,9 @@ def main(argv=None) -> int:
         figures.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / "training_curves.png", figures / "synthetic_training_curves.png")
         _strip(demos, figures / "synthetic_demo.png")
-    summary = {k: v for task in metrics.values() for k, v in task.items()
-               if k.endswith(("P@1", "R@1_all", "AP50")) and "_IoU" not in k}
+    summary = {f"{dataset}/{task}/{k}": v for dataset, tasks in metrics.items()
+               for task, values in tasks.items() for k, v in values.items()
+               if k in ("synthetic_refexp/P@1", "R@1_all", "AP50")}
     logger.info("results: %s", json.dumps(summary))
     logger.info("text-blind baselines (P@1): %s", json.dumps(baselines))
     logger.info("time: %s; wrote %s", json.dumps(results["seconds"]), out / "results.json")
