@@ -27,6 +27,7 @@ import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from torchvision.ops import box_convert, generalized_box_iou
 
@@ -43,8 +44,10 @@ DEFAULT_CONFIG = "configs/synthetic/mdetr_synthetic.yaml"
 def train_and_evaluate(cfg_yaml: str, data_root: str, threads: int) -> None:
     """One training process: train, evaluate (EMA weights) at the end, rank 0 writes the metrics."""
     torch.set_num_threads(threads)
-    register_synthetic(data_root)  # a spawned process starts with the default registrations only
     cfg = CfgNode.load_cfg(cfg_yaml)
+    # Seeds the weights and (through rank 0's shared seed) the sampler's order, as default_setup does.
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
+    register_synthetic(data_root)  # a spawned process starts with the default registrations only
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mdetr_d2")
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
     trainer = MDETRTrainer(cfg)
