@@ -157,3 +157,19 @@ def test_qa_answers_from_official_outputs(official_fixtures):
 def test_checkpoint_layout_is_recognised(official_fixtures):
     ckpt = load_checkpoint_file(str(official_fixtures / "det_r18" / "checkpoint.pth"))
     assert set(ckpt) >= {"model", "model_ema", "args"}
+
+
+def test_gqa_answers_as_strings_with_the_vocabulary(official_fixtures):
+    from mdetr_d2.modeling.meta_arch import load_qa_vocab
+    from mdetr_d2.modeling.postprocessing import qa_answer
+
+    case = _case(official_fixtures, "gqa_eb0")
+    vocab = load_qa_vocab(str(official_fixtures / "gqa_eb0" / "gqa_answer2id_by_type.json"), "gqa")
+    assert set(vocab) == {"obj", "attr", "rel", "global", "cat"}
+    for i in range(len(case["captions"])):
+        answer = qa_answer(case["outputs"], i, "gqa", vocab)
+        kind = answer["answer_type"]
+        expected = int(case["outputs"][f"pred_answer_{kind}"][i].argmax())
+        assert answer["answer"] == vocab[kind].get(expected, expected)
+    # The fixture's vocabulary is sparse: ids it lists come back as words.
+    assert vocab["rel"][1000] == "left" and vocab["obj"][1] == "yes"

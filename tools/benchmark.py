@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import platform
 import resource

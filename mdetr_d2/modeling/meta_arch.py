@@ -1,7 +1,7 @@
 """The MDETR meta-architecture: image backbone + text encoder -> cross-encoder -> decoder -> heads."""
 from __future__ import annotations
 
-import logging
+import json
 from dataclasses import dataclass
 
 import torch
@@ -11,6 +11,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
+from detectron2.utils.file_io import PathManager
 from torch import nn
 
 from .heads import MLP, build_qa_head
@@ -20,7 +21,6 @@ from .segmentation import AttentionMap, MaskHead
 from .text_encoder import MAX_TOKEN_SLOTS, EncodedText, TextEncoder
 from .transformer import Transformer
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -395,20 +395,11 @@ class MDETR(nn.Module):
         return results
 
 
-def load_qa_vocab(path: str, kind: str) -> dict:
-    """Read a GQA answer vocabulary json into ``{type or "all": [answer by id]}``."""
-    import json
-
-    from detectron2.utils.file_io import PathManager
-
+def load_qa_vocab(path: str, kind: str) -> dict[str, dict[int, str]]:
+    """Read a GQA answer vocabulary json (answer -> id) into ``{type or "all": {id: answer}}``."""
     with PathManager.open(path) as f:
         raw = json.load(f)
     if kind == "gqa_single":
         raw = {"all": raw}
-    vocab = {}
-    for key, answer2id in raw.items():
-        words = [None] * len(answer2id)
-        for answer, idx in answer2id.items():
-            words[idx] = answer
-        vocab[key.removeprefix("answer_")] = words
-    return vocab
+    return {key.removeprefix("answer_"): {idx: answer for answer, idx in answer2id.items()}
+            for key, answer2id in raw.items()}

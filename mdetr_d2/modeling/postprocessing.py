@@ -92,12 +92,13 @@ def detections_to_instances(outputs: dict, index: int, orig_size: tuple[int, int
 def qa_answer(outputs: dict, index: int, kind: str, vocab: dict | None = None) -> dict:
     """The predicted answer of image ``index``: ``{"answer", "answer_type", "confidence"}`` (§4.6).
 
-    ``answer`` is a string when it can be (CLEVR always; GQA with a vocabulary), else the class id.
+    ``answer`` is a string when it can be (CLEVR always; GQA with a vocabulary ``{type: {id: answer}}``
+    that has the predicted id), else the class id.
     """
     if kind == "gqa_single":
         probs = outputs["pred_answer"][index].float().softmax(-1)
         conf, idx = probs.max(0)
-        answer = vocab["all"][int(idx)] if vocab else int(idx)
+        answer = vocab["all"].get(int(idx), int(idx)) if vocab else int(idx)
         return {"answer": answer, "answer_type": "all", "confidence": float(conf)}
     type_probs = outputs["pred_answer_type"][index].float().softmax(-1)
     type_conf, type_idx = type_probs.max(0)
@@ -105,7 +106,7 @@ def qa_answer(outputs: dict, index: int, kind: str, vocab: dict | None = None) -
         answer_type = GQA_ANSWER_TYPES[int(type_idx)]
         probs = outputs[f"pred_answer_{answer_type}"][index].float().softmax(-1)
         conf, idx = probs.max(0)
-        answer = vocab[answer_type][int(idx)] if vocab else int(idx)
+        answer = vocab[answer_type].get(int(idx), int(idx)) if vocab else int(idx)
     elif kind == "clevr":
         answer_type = CLEVR_ANSWER_TYPES[int(type_idx)]
         if answer_type == "binary":
