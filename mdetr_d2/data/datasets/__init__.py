@@ -21,6 +21,4 @@ __all__ = [
     "load_mdetr_json",
     "register_mdetr_dataset",
     "register_mdetr_json",
-    "builtin",
-    "lazily",
 ]
