@@ -178,3 +178,17 @@ def test_scratch_resnet_trains_its_norm_layers(tiny_text_encoder):
     with torch.no_grad():
         out = model.eval()([{"image": _image(64, 64), "caption": "the cat"}])
     assert len(out[0]["instances"]) == 5
+
+
+def test_reordered_encoded_text_ties_boxes_to_the_right_caption(tiny_model):
+    captions = ["the small red circle left of the blue square", "the cat"]
+    text = tiny_model.encode_text(captions).index_select(torch.tensor([1, 0]))
+    assert text.tokenized["input_ids"][0].tolist()[:4] == tiny_model.encode_text(["the cat"]).tokenized[
+        "input_ids"][0].tolist()[:4]
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        outputs = tiny_model.decode(tiny_model.encode(images, torch.zeros(2, 64, 64, dtype=torch.bool), text))
+    from mdetr_d2.modeling.postprocessing import detections_to_instances
+
+    inst = detections_to_instances(outputs, 0, (64, 64), (64, 64), (64, 64), "the cat")
+    assert all(0 <= b < e <= len("the cat") for b, e in inst.pred_spans.tolist())

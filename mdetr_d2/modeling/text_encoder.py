@@ -9,7 +9,7 @@ from functools import lru_cache
 import torch
 from detectron2.config import configurable
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BatchEncoding, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,11 @@ class EncodedText:
     def index_select(self, index: torch.Tensor) -> "EncodedText":
         """The same encodings for a new batch whose i-th caption is ``index[i]`` of this one."""
         pooled = None if self.pooled is None else self.pooled[index]
-        return EncodedText(self.tokenized, self.features[index], self.padding_mask[index], pooled)
+        # The tokenization follows the rows too: phrases and span lookups read it per batch index.
+        rows = index.tolist()
+        tokenized = BatchEncoding({k: v[index] for k, v in self.tokenized.items()},
+                                  encoding=[self.tokenized.encodings[i] for i in rows])
+        return EncodedText(tokenized, self.features[index], self.padding_mask[index], pooled)
 
 
 class FeatureResizer(nn.Module):
