@@ -12,6 +12,9 @@ def add_mdetr_config(cfg: CN) -> None:
     cfg.MODEL.BACKBONE.NAME = "build_mdetr_resnet_backbone"
     cfg.MODEL.BACKBONE.FREEZE_AT = 2  # stem + res2 frozen, as the official `layer2/3/4` rule
     cfg.MODEL.RESNETS.DEPTH = 101
+    # Only build_mdetr_scratch_resnet_backbone: the level where the network stops and that feeds the
+    # transformer ("res5" stride 32, "res4" stride 16, "res3" stride 8).
+    cfg.MODEL.RESNETS.SCRATCH_LAST_LEVEL = "res5"
     # ImageNet statistics in 0-255 RGB pixel units (official ToTensor + Normalize).
     cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
     cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]

@@ -45,8 +45,11 @@ def test_official_shims_and_key_mapping(tmp_path, official_fixtures):
         "--official-checkpoint", str(official_fixtures / "det_r18" / "checkpoint.pth"),
         "--text-encoder", str(official_fixtures / "tiny_roberta"), "--official", str(_OFFICIAL_CODE),
         "--device", "cpu", "--short-side", "96", "--long-side", "128", "--batch-sizes", "2",
-        "--train-batch-sizes", "2", "--iters", "1", "--train-iters", "1", "--warmup", "0", "--output", str(out),
+        "--train-batch-sizes", "2", "--iters", "1", "--train-iters", "1", "--warmup", "0", "--fp64-check",
+        "--output", str(out),
     ])
     r = json.loads(out.read_text())
     assert rc == 0 and r["inference"][0]["outputs_agree"]
+    # In float64 only the order of operations differs: the same function to ~1e-12.
+    assert max(r["inference"][0]["max_abs_diff_fp64"].values()) < 1e-9
     assert {"speedup", "official"} <= set(r["inference"][0]) and "speedup" in r["training"][0]

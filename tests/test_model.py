@@ -180,6 +180,25 @@ def test_scratch_resnet_trains_its_norm_layers(tiny_text_encoder):
     assert len(out[0]["instances"]) == 5
 
 
+def test_scratch_resnet_can_stop_at_res4_and_feed_the_transformer(tiny_text_encoder):
+    overrides = {
+        "MODEL.BACKBONE.NAME": "build_mdetr_scratch_resnet_backbone", "MODEL.BACKBONE.FREEZE_AT": 0,
+        "MODEL.RESNETS.NORM": "BN", "MODEL.RESNETS.STEM_OUT_CHANNELS": 8,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": 8, "MODEL.RESNETS.SCRATCH_LAST_LEVEL": "res4"}
+    model = build_model(tiny_mdetr_cfg(tiny_text_encoder, **overrides))
+    assert set(model.backbone.output_shape()) == {"res4"}
+    assert not hasattr(model.backbone, "res5")  # the stage is not built, not just unused
+    assert model.in_feature == "res4" and model.input_proj.in_channels == 32
+    image = model.encode_image(torch.randn(1, 3, 64, 96), torch.zeros(1, 64, 96, dtype=torch.bool))
+    assert image.projected.shape[-2:] == (4, 6)  # stride 16
+    with torch.no_grad():
+        out = model.eval()([{"image": _image(64, 64), "caption": "the cat"}])
+    assert len(out[0]["instances"]) == 5
+    with pytest.raises(ValueError, match="SCRATCH_LAST_LEVEL"):
+        build_model(tiny_mdetr_cfg(tiny_text_encoder, **overrides, **{"MODEL.MDETR.MASKS": True,
+                                                             "MODEL.MDETR.CONTRASTIVE_ALIGN_LOSS": False}))
+
+
 def test_reordered_encoded_text_ties_boxes_to_the_right_caption(tiny_model):
     captions = ["the small red circle left of the blue square", "the cat"]
     text = tiny_model.encode_text(captions).index_select(torch.tensor([1, 0]))

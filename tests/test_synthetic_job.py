@@ -42,3 +42,15 @@ def test_train_net_eval_only_runs_the_registered_evaluators(tmp_path):
     assert "synthetic_refexp/P@1" in results["synthetic_refexp_val"]["refexp"]
     assert "R@1_all" in results["synthetic_flickr_val"]["flickr"]
     assert "AP50" in results["synthetic_refexp_val"]["bbox"]
+
+
+def test_training_curves_use_only_the_latest_run_of_an_appended_metrics_file():
+    """Detectron2 appends every run in an output folder to metrics.json; the plot once drew both runs."""
+    from tools.synthetic_job import last_run_rows
+
+    first = [{"iteration": i, "total_loss": 10.0 - i} for i in (19, 39, 59)]
+    evaluation = {"iteration": 59, "synthetic_refexp/P@1": 0.2}
+    second = [{"iteration": i, "total_loss": 5.0 - i / 100} for i in (19, 39)]
+    assert last_run_rows(first + [evaluation] + second) == second
+    assert last_run_rows(first) == first
+    assert last_run_rows([evaluation]) == []

@@ -260,15 +260,15 @@ def summary(times: list[float], items: int) -> dict:
             "latency_ms_mean": 1e3 * statistics.fmean(times), "throughput": items / med, "iters": len(times)}
 
 
-def max_abs_diff(ours: dict, theirs: dict,
-                 keys=("pred_logits", "pred_boxes", "proj_queries", "proj_tokens")) -> dict:
+def max_abs_diff(ours: dict, theirs: dict, keys=("pred_logits", "pred_boxes", "proj_queries", "proj_tokens"),
+                 dtype: torch.dtype = torch.float32) -> dict:
     diffs = {}
     for k in keys:
         if k in ours and k in theirs:
-            diffs[k] = (ours[k].float() - theirs[k].float()).abs().max().item()
+            diffs[k] = (ours[k].to(dtype) - theirs[k].to(dtype)).abs().max().item()
     for i, layer in enumerate(theirs.get("aux_outputs", [])):
         for k in ("pred_logits", "pred_boxes"):
-            d = (ours["aux_outputs"][i][k].float() - layer[k].float()).abs().max().item()
+            d = (ours["aux_outputs"][i][k].to(dtype) - layer[k].to(dtype)).abs().max().item()
             diffs["aux_outputs"] = max(diffs.get("aux_outputs", 0.0), d)
     return diffs
 
@@ -433,23 +433,42 @@ def run_inference(args, model, official, device, results: dict) -> None:
             row["speedup"] = row["ours"]["throughput"] / row["official"]["throughput"]
             row["max_abs_diff"] = max_abs_diff(ours(), theirs())
             row["outputs_agree"] = all(v <= args.atol for v in row["max_abs_diff"].values())
+            if args.fp64_check:
+                row["max_abs_diff_fp64"] = fp64_diff(model, official, images, mask, captions)
         results["inference"].append(row)
         logger.info("inference %s", json.dumps(row))
 
 
-def run_training(args, model, official, device, results: dict) -> None:
+def fp64_diff(model, official, images: torch.Tensor, mask: torch.Tensor, captions: list[str]) -> dict:
+    """Both models once in float64: float32 rounding (larger through channels-last kernels and a
+    deep backbone) is then gone, and what is left measures whether the two compute the same function."""
+    model.double()
+    official.model.double()
+    try:
+        with torch.no_grad():
+            return max_abs_diff(model.forward_network(images.double(), mask, captions),
+                                official.forward(images.double().contiguous(), mask, captions), dtype=torch.float64)
+    finally:
+        model.float()  # float32 -> float64 -> float32 is exact: the weights are unchanged
+        official.model.float()
+
+
+def run_training(args, cfg, model, official, device, results: dict) -> None:
     from detectron2.utils.events import EventStorage
+
+    from mdetr_d2.engine.optimizer import build_mdetr_optimizer
 
     clip = 0.1  # official --clip_max_norm
 
-    def make_optimizer(module):
+    def official_optimizer(module):
+        # The official main.py: torch.optim.AdamW with PyTorch's default (per-parameter loop on CPU).
         return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5, weight_decay=1e-4)
 
     for batch in args.train_batch_sizes:
         inputs = training_inputs(model, model.text_encoder.tokenizer, batch, args.short_side, args.long_side)
         row = {"batch": batch}
         model.train()
-        opt = make_optimizer(model)
+        opt = build_mdetr_optimizer(cfg, model)  # what MDETRTrainer trains with (fused AdamW groups)
 
         def ours_step():
             with _autocast(args, device):
@@ -465,7 +484,7 @@ def run_training(args, model, official, device, results: dict) -> None:
         if official is not None:
             om = official.model
             om.train()
-            oopt = make_optimizer(om)
+            oopt = official_optimizer(om)
             images, mask = padded_batch(model, inputs, False)
             targets, pmap = official.targets(model, inputs, images)
             captions = [x["caption"] for x in inputs]
@@ -521,6 +540,10 @@ def run_captions(args, predictor, device, results: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+def _fp64_note(row: dict) -> str:
+    return f" (fp64: {max(row['max_abs_diff_fp64'].values()):.1e})" if "max_abs_diff_fp64" in row else ""
+
+
 def format_table(results: dict) -> str:
     lines = [f"device: {results['device']}  threads: {results['threads']}  amp: {results['options']['amp']}  "
              f"channels_last: {results['options']['channels_last']}  compile: {results['options']['compile']}",
@@ -532,7 +555,7 @@ def format_table(results: dict) -> str:
             f"| inference (img/s, ms) | {r['batch']} | {r['input'][0]}x{r['input'][1]} | "
             f"{r['ours']['throughput']:.3f} ({r['ours']['latency_ms_median']:.0f} ms) | "
             + (f"{off['throughput']:.3f} ({off['latency_ms_median']:.0f} ms) | {r['speedup']:.2f}x | "
-               f"{max(r['max_abs_diff'].values()):.1e} |" if off else "- | - | - |"))
+               f"{max(r['max_abs_diff'].values()):.1e}{_fp64_note(r)} |" if off else "- | - | - |"))
     for r in results["training"]:
         off = r.get("official")
         lines.append(
@@ -569,6 +592,8 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone and the transformer")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--atol", type=float, default=1e-4, help="max |ours - official| allowed on the outputs")
+    p.add_argument("--fp64-check", action="store_true",
+                   help="with --official: also compare both models run in float64 (same function?)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "mdetr_d2_benchmark"))
     p.add_argument("--output", default="", help="write the results as json here")
@@ -621,7 +646,7 @@ def main(argv=None) -> int:
     }
     run_inference(args, model, official, device, results)
     if args.train_batch_sizes:
-        run_training(args, model, official, device, results)
+        run_training(args, cfg, model, official, device, results)
     if args.captions:
         run_captions(args, predictor, device, results)
     table = format_table(results)

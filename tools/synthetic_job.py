@@ -80,6 +80,14 @@ def text_blind_baselines(root: Path, dataset: str) -> dict[str, float]:
     return {k: float(np.mean(v)) for k, v in hits.items()}
 
 
+def last_run_rows(rows: list[dict]) -> list[dict]:
+    """The training rows of the latest run in a Detectron2 ``metrics.json``, which every run in the same
+    output folder appends to: a run starts wherever the iteration goes back."""
+    rows = [r for r in rows if "total_loss" in r]
+    starts = [i for i in range(1, len(rows)) if rows[i]["iteration"] <= rows[i - 1]["iteration"]]
+    return rows[starts[-1]:] if starts else rows
+
+
 def plot_curves(metrics_file: Path, out: Path) -> None:
     """Total loss and its main terms against the iteration, from Detectron2's metrics.json."""
     import matplotlib
@@ -87,8 +95,7 @@ def plot_curves(metrics_file: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "total_loss" in r]
+    rows = last_run_rows([json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()])
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
     for key in ("total_loss", "loss_ce", "loss_bbox", "loss_giou", "loss_contrastive_align"):
         points = [(r["iteration"], r[key]) for r in rows if key in r]

@@ -45,7 +45,7 @@ from tqdm import tqdm
 logger = logging.getLogger(__name__)
 
 # Bump whenever the output for a given set of parameters changes (invalidates existing manifests).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 FAMILIES = ("refexp", "flickr", "qa")
@@ -62,7 +62,7 @@ COLORS = {
 }
 SIZES = ("small", "large")
 # Side of the object's bounding square in pixels, per size class (the gap keeps them separable).
-SIZE_RANGES = {"small": (14, 22), "large": (32, 46)}
+SIZE_RANGES = {"small": (16, 22), "large": (28, 38)}
 RELATIONS = ("left of", "right of", "above", "below")
 SUPERLATIVES = ("leftmost", "rightmost", "topmost", "bottommost")
 COUNT_WORDS = ("zero", "a", "two", "three", "four", "five")
@@ -153,7 +153,7 @@ def _shape_polygon(shape: str, cx: float, cy: float, side: float) -> list[tuple[
     return [(round(float(x), 2), round(float(y), 2)) for x, y in pts]
 
 
-def sample_scene(rng: np.random.Generator, min_side: int = 128, max_side: int = 192,
+def sample_scene(rng: np.random.Generator, min_side: int = 96, max_side: int = 128,
                  min_objects: int = 2, max_objects: int = MAX_OBJECTS) -> Scene:
     """Draw one scene: image size, background and 2-5 non-overlapping objects.
 
@@ -662,8 +662,8 @@ def generate_synthetic_dataset(
     refexp_per_image: int = 2,
     flickr_per_image: int = 1,
     qa_per_image: int = 2,
-    min_side: int = 128,
-    max_side: int = 192,
+    min_side: int = 96,
+    max_side: int = 128,
     masks: bool = True,
     text_encoder: bool = True,
     text_hidden_size: int = 64,

@@ -113,7 +113,8 @@ class MDETR(nn.Module):
     ):
         """
         Args:
-            backbone: image backbone returning ``res5`` (and ``res2..res4`` when ``masks``).
+            backbone: image backbone; its coarsest level (``res5`` for every official backbone) feeds
+                the transformer, and ``masks`` also needs ``res2..res4`` below a ``res5``.
             text_encoder: language model + resizer.
             transformer: cross-encoder and decoder; its width is the hidden dim.
             num_queries: object queries.
@@ -136,8 +137,9 @@ class MDETR(nn.Module):
         self.transformer = transformer
         dim = transformer.dim
         self.position_embedding = PositionEmbeddingSine(dim // 2)
-        res5 = backbone.output_shape()["res5"]
-        self.input_proj = nn.Conv2d(res5.channels, dim, kernel_size=1)
+        shapes = backbone.output_shape()
+        self.in_feature = max(shapes, key=lambda k: shapes[k].stride)
+        self.input_proj = nn.Conv2d(shapes[self.in_feature].channels, dim, kernel_size=1)
         self.query_embed = nn.Embedding(num_queries, dim)
         self.class_embed = nn.Linear(dim, MAX_TOKEN_SLOTS)
         self.bbox_embed = MLP(dim, dim, 4, 3)
@@ -169,10 +171,10 @@ class MDETR(nn.Module):
         self.masks = masks
         self.mask_threshold = mask_threshold
         if masks:
-            shapes = backbone.output_shape()
-            missing = {"res2", "res3", "res4"} - set(shapes)
-            if missing:
-                raise ValueError(f"the mask head needs backbone levels {sorted(missing)} too")
+            missing = {"res2", "res3", "res4", "res5"} - set(shapes)
+            if missing or self.in_feature != "res5":
+                raise ValueError(f"the mask head needs backbone levels res2..res5 with res5 the coarsest; "
+                                 f"missing {sorted(missing)}")
             num_heads = transformer.encoder.layers[0].self_attn.num_heads
             self.bbox_attention = AttentionMap(dim, num_heads)
             self.mask_head = MaskHead(dim, num_heads, tuple(shapes[k].channels for k in ("res4", "res3", "res2")))
@@ -268,8 +270,8 @@ class MDETR(nn.Module):
         """Backbone, input projection and positional embedding of a padded batch (caption-independent)."""
         features = self.backbone(images)
         masks = {k: feature_padding_mask(pixel_mask, f.shape[-2:]) for k, f in features.items()}
-        projected = self.input_proj(features["res5"])
-        pos = self.position_embedding(masks["res5"], projected.dtype)
+        projected = self.input_proj(features[self.in_feature])
+        pos = self.position_embedding(masks[self.in_feature], projected.dtype)
         return ImageFeatures(features, masks, projected, pos)
 
     def encode(self, images: torch.Tensor | ImageFeatures, pixel_mask: torch.Tensor | None,
@@ -286,7 +288,7 @@ class MDETR(nn.Module):
             raise ValueError(f"{text.features.shape[0]} captions for {b} images")
         img_tokens = image.projected.flatten(2).transpose(1, 2)
         img_pos = image.pos.flatten(2).transpose(1, 2)
-        img_mask = image.masks["res5"].flatten(1)
+        img_mask = image.masks[self.in_feature].flatten(1)
         if self.cls_token is not None:
             cls = self.cls_token.weight[None].expand(b, -1, -1)
             img_tokens = torch.cat([cls, img_tokens], 1)
@@ -338,7 +340,7 @@ class MDETR(nn.Module):
             out["img_pooled"] = self.contrastive_projection_image(enc.img_pooled)
             out["text_pooled"] = self.contrastive_projection_text(enc.text.pooled)
         if self.masks:
-            attention = self.bbox_attention(hs[-1], enc.image_memory, enc.image.masks["res5"])
+            attention = self.bbox_attention(hs[-1], enc.image_memory, enc.image.masks[self.in_feature])
             fpns = [enc.image.features[k] for k in ("res4", "res3", "res2")]
             out["pred_masks"] = self.mask_head(enc.image.projected, attention, fpns)
         return out

@@ -12,27 +12,32 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
 
 _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+_LEVELS = ("res2", "res3", "res4", "res5")
 
 
 @BACKBONE_REGISTRY.register()
 def build_mdetr_scratch_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
     """ResNet-18/34 layout with ``RES2_OUT_CHANNELS`` channels at stride 4, doubling per stage.
 
-    Levels ``res2..res5`` like the other MDETR backbones (all of them with ``MODEL.MDETR.MASKS``).
-    ``RES5_DILATION: 2`` keeps ``res5`` at stride 16 (its first block does not downsample; basic
-    blocks have no dilated form), a finer grid for small images and small objects.
+    Returns ``res2..res5`` with ``MODEL.MDETR.MASKS`` (the mask head needs them), else the single
+    level ``MODEL.RESNETS.SCRATCH_LAST_LEVEL`` (``res5`` by default, stride 32): ``res4`` (stride
+    16) or ``res3`` (stride 8) stop the network early, which gives small images and small objects a
+    finer grid for less compute; MDETR's transformer reads the coarsest level the backbone returns.
     """
     r = cfg.MODEL.RESNETS
-    if r.RES5_DILATION not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {r.RES5_DILATION}")
     if r.DEPTH not in _BLOCKS:
         raise ValueError(f"the scratch ResNet supports depths {sorted(_BLOCKS)}, got {r.DEPTH}")
+    if r.SCRATCH_LAST_LEVEL not in _LEVELS:
+        raise ValueError(f"MODEL.RESNETS.SCRATCH_LAST_LEVEL must be one of {_LEVELS}, got {r.SCRATCH_LAST_LEVEL!r}")
+    if cfg.MODEL.MDETR.MASKS and r.SCRATCH_LAST_LEVEL != "res5":
+        raise ValueError("MODEL.MDETR.MASKS needs MODEL.RESNETS.SCRATCH_LAST_LEVEL 'res5' (the mask head reads res2..res5)")
+    num_stages = _LEVELS.index(r.SCRATCH_LAST_LEVEL) + 1
     stem = BasicStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
     stages, in_channels, out_channels = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
-    for i, num_blocks in enumerate(_BLOCKS[r.DEPTH]):
-        stride = 1 if i == 0 or (i == 3 and r.RES5_DILATION == 2) else 2
+    for i, num_blocks in enumerate(_BLOCKS[r.DEPTH][:num_stages]):
+        stride = 1 if i == 0 else 2
         stages.append(ResNet.make_stage(BasicBlock, num_blocks, stride_per_block=[stride] + [1] * (num_blocks - 1),
                                         in_channels=in_channels, out_channels=out_channels, norm=r.NORM))
         in_channels, out_channels = out_channels, out_channels * 2
-    out_features = ["res2", "res3", "res4", "res5"] if cfg.MODEL.MDETR.MASKS else ["res5"]
+    out_features = list(_LEVELS) if cfg.MODEL.MDETR.MASKS else [r.SCRATCH_LAST_LEVEL]
     return ResNet(stem, stages, out_features=out_features).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
