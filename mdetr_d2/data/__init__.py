@@ -13,16 +13,8 @@ from .dataset_mapper import (
     spans_to_tensor,
     tensor_to_spans,
 )
-from .datasets import (
-    MDETR_DATASET_NAMES,
-    DatasetFormatError,
-    dataset_root,
-    load_clevr_questions,
-    load_lvis_v1_json,
-    load_mdetr_json,
-    register_mdetr_dataset,
-    register_mdetr_json,
-)
+from . import datasets
+from .datasets import *  # noqa: F401,F403  (the datasets package's public API, listed once in its __all__)
 from .positive_map import create_positive_map, create_positive_map_from_caption, span_to_token_range
 from .transforms import (
     MDETRResize,
@@ -43,14 +35,7 @@ __all__ = [
     "encode_gqa_answer",
     "spans_to_tensor",
     "tensor_to_spans",
-    "MDETR_DATASET_NAMES",
-    "DatasetFormatError",
-    "dataset_root",
-    "load_clevr_questions",
-    "load_lvis_v1_json",
-    "load_mdetr_json",
-    "register_mdetr_dataset",
-    "register_mdetr_json",
+    *datasets.__all__,
     "create_positive_map",
     "create_positive_map_from_caption",
     "span_to_token_range",

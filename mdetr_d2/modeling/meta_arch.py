@@ -171,10 +171,9 @@ class MDETR(nn.Module):
         self.masks = masks
         self.mask_threshold = mask_threshold
         if masks:
-            missing = {"res2", "res3", "res4", "res5"} - set(shapes)
-            if missing or self.in_feature != "res5":
-                raise ValueError(f"the mask head needs backbone levels res2..res5 with res5 the coarsest; "
-                                 f"missing {sorted(missing)}")
+            if not {"res2", "res3", "res4"} <= set(shapes) or self.in_feature != "res5":
+                raise ValueError(f"the mask head needs backbone levels res2..res5 with res5 the coarsest; got "
+                                 f"{sorted(shapes)} with {self.in_feature} the coarsest")
             num_heads = transformer.encoder.layers[0].self_attn.num_heads
             self.bbox_attention = AttentionMap(dim, num_heads)
             self.mask_head = MaskHead(dim, num_heads, tuple(shapes[k].channels for k in ("res4", "res3", "res2")))
