@@ -5,11 +5,13 @@ Usage (from the repository root, with mdetr_d2 installed)::
 
     python datasets/register.py --check                    # every dataset
     python datasets/register.py --check --only flickr_ refcoco --samples 50
+    python datasets/register.py --check --only my_data --add my_data my_data/train.json my_data/images
     MDETR_DATASETS=/data/mdetr python datasets/register.py --check
 
 Importing ``mdetr_d2.data`` is what registers the datasets (lazily, under ``$MDETR_DATASETS``); this
 script only adds the report. ``--check`` loads each present annotation file (the pre-training set takes
-a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive maps.
+a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive maps;
+each problem is explained (the record, the field, what was expected and an example of a right value).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from mdetr_d2.data import MDETR_DATASET_NAMES, dataset_root
+from mdetr_d2.data import MDETR_DATASET_NAMES, dataset_root, register_mdetr_json
+from mdetr_d2.data.datasets.check import check_records, explain_error
 
 
 def _paths_of(meta) -> list[str]:
@@ -31,7 +33,8 @@ def _paths_of(meta) -> list[str]:
 
 
 def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[bool, str]:
-    """Returns (ok, message) for one registered dataset."""
+    """Returns (ok, message) for one registered dataset; each problem is explained (the record,
+    the field, what was expected and an example of a right value)."""
     meta = MetadataCatalog.get(name)
     missing = [p for p in _paths_of(meta) if not os.path.exists(p)]
     if missing:
@@ -39,34 +42,19 @@ def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[bool,
     try:
         records = DatasetCatalog.get(name)
     except Exception as e:  # report every broken dataset, not only the first
-        return False, f"cannot load: {e}"
-    if not records:
-        return False, "no records"
-    rng = random.Random(0)
-    chosen = rng.sample(records, min(samples, len(records)))
-    problems = [
-        f"missing image {r['file_name']}" for r in chosen if not os.path.isfile(r["file_name"])
-    ]
+        return False, f"cannot load: {explain_error(e)}"
+    tok = None
     if tokenizer:
-        from mdetr_d2.data import create_positive_map_from_caption
         from mdetr_d2.modeling.text_encoder import build_tokenizer
 
         tok = build_tokenizer(tokenizer)
-        for r in chosen:
-            if "caption" not in r:
-                continue
-            spans = [a.get("tokens_positive", []) for a in r.get("annotations", [])]
-            pm = create_positive_map_from_caption(tok, r["caption"], spans)
-            empty = int((pm.sum(1) == 0).sum())
-            if empty:
-                problems.append(f"record {r['image_id']}: {empty} box(es) with no token")
-    n_boxes = sum(len(r.get("annotations", [])) for r in records)
-    summary = f"{len(records)} records, {n_boxes} boxes, evaluator {meta.evaluator_type!r}"
-    if problems:
-        return False, summary + "; " + "; ".join(problems[:5]) + (
-            " ..." if len(problems) > 5 else ""
-        )
-    return True, summary + f"; {len(chosen)} sampled records OK"
+    report = check_records(records, samples, tok)
+    summary = f"{report.summary()}, evaluator {meta.evaluator_type!r}"
+    if report.problems:
+        shown = report.problems[:5]
+        more = f"\n  ... and {len(report.problems) - 5} more" if len(report.problems) > 5 else ""
+        return False, summary + "\n  " + "\n  ".join(shown) + more
+    return True, summary
 
 
 def main(argv=None) -> int:
@@ -79,8 +67,14 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--tokenizer", default=None, help="tokenizer (HF name/folder) to test positive maps"
     )
+    parser.add_argument(
+        "--add", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_ROOT"),
+        help="also register your own MDETR json (register_mdetr_json) to list or check it",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    for name, json_file, image_root in args.add:
+        register_mdetr_json(name, json_file, image_root)
 
     names = [
         n for n in MDETR_DATASET_NAMES if not args.only or any(n.startswith(p) for p in args.only)
