@@ -5,13 +5,13 @@ Usage (from the repository root, with mdetr_d2 installed)::
 
     python datasets/register.py --check                    # every dataset
     python datasets/register.py --check --only flickr_ refcoco --samples 50
-    python datasets/register.py --check --only my_data --add my_data my_data/train.json my_data/images
+    python datasets/register.py --check --only my_data --add my_data data/train.json data/images
     MDETR_DATASETS=/data/mdetr python datasets/register.py --check
 
 Importing ``mdetr_d2.data`` is what registers the datasets (lazily, under ``$MDETR_DATASETS``); this
 script only adds the report. ``--check`` loads each present annotation file (the pre-training set takes
-a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive maps;
-each problem is explained (the record, the field, what was expected and an example of a right value).
+a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive
+maps; each problem is explained (the record, the field, what was expected, a right value).
 """
 
 from __future__ import annotations

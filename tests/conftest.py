@@ -32,11 +32,20 @@ def official_fixtures() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def _weights_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mdetr_weights_cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    """Tests never reach the network: HF loads must come from local folders."""
+def _offline(monkeypatch, _weights_cache):
+    """Tests never reach the network: HF loads must come from local folders, and released weights
+    (mdetr://) from a test server (an unused local port here: a download attempt fails at once)
+    into a temporary cache, never the user's."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("MDETR_WEIGHTS_URL", "http://127.0.0.1:9/no-network-in-tests")
+    monkeypatch.setenv("MDETR_WEIGHTS_CACHE", str(_weights_cache))
 
 
 TINY_CAPTIONS = [

@@ -46,15 +46,16 @@ COCO = {
 }
 
 # ODVG grounding records as MMDetection documents them (the usage guide's example, and the shapes
-# goldg2odvg.py writes: a phrase list for non-contiguous spans, a list of boxes for a shared phrase),
-# plus a phrase its spans do not spell and a record without regions.
+# goldg2odvg.py writes: a phrase list for non-contiguous spans, a list of boxes for a shared
+# phrase), plus a phrase its spans do not spell and a record without regions.
 ODVG_GROUNDING = [
     {"filename": "2405116.jpg", "height": 375, "width": 500,
      "grounding": {"caption": "Two surfers walking down the shore. sand on the beach.",
                    "regions": [
                        {"bbox": [206, 156, 282, 248], "phrase": "Two surfers",
                         "tokens_positive": [[0, 3], [4, 11]]},
-                       {"bbox": [303, 338, 443, 343], "phrase": "sand", "tokens_positive": [[36, 40]]},
+                       {"bbox": [303, 338, 443, 343], "phrase": "sand",
+                        "tokens_positive": [[36, 40]]},
                        {"bbox": [[327, 223, 421, 282], [300, 200, 400, 210]], "phrase": "beach",
                         "tokens_positive": [[48, 53]]}]}},
     {"filename": "1000268201.jpg", "height": 500, "width": 375,
@@ -127,7 +128,7 @@ def test_coco_to_mdetr_one_caption_per_image(tmp_path, tiny_text_encoder):
 
 
 def test_coco_to_mdetr_lvis_layout_with_negatives():
-    """names_per_caption=1 and negatives=-1 on an LVIS file: the official LVIS fine-tuning layout."""
+    """names_per_caption=1, negatives=-1 on an LVIS file: the official LVIS fine-tuning layout."""
     lvis = json.loads(json.dumps(COCO))
     for image in lvis["images"]:
         image["coco_url"] = f"http://images.cocodataset.org/train2017/{image.pop('file_name')}"
@@ -181,7 +182,8 @@ def test_odvg_grounding_round_trip_reproduces_the_file(tmp_path, caplog):
     assert [a["bbox"] for a in beach] == [[327, 223, 94, 59], [300, 200, 100, 10]]
     assert [a.get("phrase") for a in data["annotations"]].count("the dog") == 1  # kept: not spelled
     caplog.clear()
-    assert convert_dataset(["mdetr2odvg", str(tmp_path / "mdetr.json"), str(tmp_path / "back.json")]) == 0
+    assert convert_dataset(
+        ["mdetr2odvg", str(tmp_path / "mdetr.json"), str(tmp_path / "back.json")]) == 0
     assert (tmp_path / "back.json").read_text() == source.read_text()
     assert "has no place" not in caplog.text  # nothing to drop: the formats overlap fully here
 
@@ -215,11 +217,13 @@ def test_mdetr_to_odvg_and_back_keeps_boxes_captions_spans(official_fixtures, ca
         for ann in d["annotations"]:
             if ann.get("iscrowd", 0) != 1:
                 spans = ann.get("tokens_positive", ann.get("tokens"))
-                by_image.setdefault(ann["image_id"], []).append((tuple(ann["bbox"]), json.dumps(spans)))
+                box = (tuple(ann["bbox"]), json.dumps(spans))
+                by_image.setdefault(ann["image_id"], []).append(box)
         return [(e["caption"], sorted(by_image.get(e["id"], []))) for e in d["images"]]
 
     assert content(back) == content(data)
-    dropped = {k for e in data["images"] for k in e} - {"id", "file_name", "height", "width", "caption"}
+    kept = {"id", "file_name", "height", "width", "caption"}
+    dropped = {k for e in data["images"] for k in e} - kept
     for field in dropped:  # every field ODVG cannot hold is named
         assert any(f"'{field}' (image entries)" in w for w in report.warnings), field
 
@@ -227,10 +231,11 @@ def test_mdetr_to_odvg_and_back_keeps_boxes_captions_spans(official_fixtures, ca
 def test_mdetr_to_odvg_names_what_it_drops():
     data = {"images": [{"id": 0, "file_name": "a.jpg", "height": "40", "width": "60",
                         "caption": "a cat", "tokens_positive_eval": [[[2, 5]]], "sentence_id": 2}],
-            "annotations": [{"id": 0, "image_id": 0, "bbox": [1, 2, 3, 4], "tokens_positive": [[2, 5]],
-                             "segmentation": [[1, 2, 4, 2, 4, 6]], "iscrowd": 0, "category_id": 1},
-                            {"id": 1, "image_id": 0, "bbox": [1, 2, 30, 4], "tokens_positive": [[2, 5]],
-                             "iscrowd": 1, "category_id": 1}],
+            "annotations": [{"id": 0, "image_id": 0, "bbox": [1, 2, 3, 4],
+                             "tokens_positive": [[2, 5]], "segmentation": [[1, 2, 4, 2, 4, 6]],
+                             "iscrowd": 0, "category_id": 1},
+                            {"id": 1, "image_id": 0, "bbox": [1, 2, 30, 4],
+                             "tokens_positive": [[2, 5]], "iscrowd": 1, "category_id": 1}],
             "categories": [{"id": 1, "name": "object"}]}
     report = ConversionReport()
     records = mdetr_to_odvg_grounding(data, report)
@@ -275,7 +280,7 @@ def test_validation_failure_is_reported_with_an_explanation(tmp_path, caplog):
 
 
 def test_coco_conversion_trains_through_train_net(tmp_path, tiny_text_encoder):
-    """COCO detection json -> MDETR json -> register_mdetr_json -> tools/train_net.py, 3 iterations."""
+    """COCO detection json -> MDETR json -> register_mdetr_json -> tools/train_net.py (3 its)."""
     from detectron2.engine import default_argument_parser
 
     from mdetr_d2.data import register_mdetr_json
@@ -296,7 +301,8 @@ def test_coco_conversion_trains_through_train_net(tmp_path, tiny_text_encoder):
         "SOLVER.CHECKPOINT_PERIOD", "100",
     ])
     train_net.main(args)
-    rows = [json.loads(line) for line in (tmp_path / "out" / "metrics.json").read_text().splitlines()]
+    metrics = (tmp_path / "out" / "metrics.json").read_text().splitlines()
+    rows = [json.loads(line) for line in metrics]
     losses = [r["total_loss"] for r in rows if "total_loss" in r]
     assert losses and all(math.isfinite(v) for v in losses)
     assert (tmp_path / "out" / "model_final.pth").is_file()

@@ -2,7 +2,7 @@
 """Convert datasets to and from MDETR json: COCO detection json -> MDETR, ODVG <-> MDETR.
 
     python tools/convert_dataset.py coco2mdetr instances_train2017.json coco_mdetr_train.json \\
-        --image-root coco/train2017 [--names-per-caption 0] [--negatives 5] [--tokenizer roberta-base]
+        --image-root coco/train2017 [--names-per-caption 0] [--negatives 5] [--tokenizer NAME]
     python tools/convert_dataset.py odvg2mdetr o365v1_train_od.json o365_mdetr.json \\
         --label-map o365v1_label_map.json
     python tools/convert_dataset.py mdetr2odvg final_flickr_separateGT_train.json flickr_vg.json
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     back = sub.add_parser("mdetr2odvg", help="MDETR json -> ODVG jsonl")
     _add_common(back)
     back.add_argument("--detection", action="store_true",
-                      help="write the detection variant (boxes and classes, no text) and its label map")
+                      help="write the detection variant (boxes and classes, no text) and its "
+                      "label map")
     back.add_argument("--label-map", help="with --detection: where to write the label map "
                       "(default <output>_label_map.json)")
     return parser

@@ -13,6 +13,7 @@ import logging
 import sys
 
 import torch
+from detectron2.utils.file_io import PathManager
 
 from mdetr_d2.checkpoint import (
     CheckpointError,
@@ -26,7 +27,7 @@ from mdetr_d2.checkpoint import (
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="official checkpoint (.pth)")
+    parser.add_argument("input", help="official checkpoint (.pth) or released name (mdetr://NAME)")
     parser.add_argument("output", help="Detectron2 checkpoint to write (.pth)")
     parser.add_argument("--weights", choices=("model_ema", "model"), default="model_ema",
                         help="which weights to convert (default: model_ema, what the paper evaluates)")
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        ckpt = load_checkpoint_file(args.input)
+        ckpt = load_checkpoint_file(PathManager.get_local_path(args.input))
         if not is_official_checkpoint(ckpt):
             raise CheckpointError(f"{args.input}: not an official MDETR checkpoint "
                                   "(expected 'model' with MDETR keys and 'args' or 'model_ema')")

@@ -5,8 +5,9 @@
         --input img1.png img2.png --caption "the small red circle" --output out/ \
         [--opts MODEL.WEIGHTS path/to/model.pth]
 
-Also works with an official checkpoint directly: ``--official refcoco_resnet101_checkpoint.pth``
-(the model config then comes from the checkpoint's own arguments).
+Also works with an official checkpoint directly: ``--official refcoco_resnet101_checkpoint.pth``, or
+by name, ``--official mdetr://refcoco_resnet101`` (downloaded once; the model config then comes from
+the checkpoint's own arguments).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def _cuda() -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", help="mdetr_d2 YAML config")
-    parser.add_argument("--official", help="official MDETR checkpoint (config from its args)")
+    parser.add_argument("--official", help="official MDETR checkpoint file or released name "
+                        "(mdetr://refcoco_resnet101); the config comes from its args")
     parser.add_argument("--text-encoder", help="with --official: HF name or local folder of the text encoder")
     parser.add_argument("--input", nargs="+", required=True, help="image files")
     parser.add_argument("--caption", required=True, nargs="+",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from detectron2.config import CfgNode, get_cfg
 from detectron2.modeling import build_model
+from detectron2.utils.file_io import PathManager
 
 from ..config import add_mdetr_config
 from .checkpointer import MDETRCheckpointer
@@ -14,10 +15,11 @@ def official_cfg(path: str, text_encoder: str | None = None, device: str | None 
     """A config matching an official checkpoint (model keys from its ``args``; weights = the file).
 
     Args:
+        path: the checkpoint file, or a released checkpoint's name (``mdetr://refcoco_resnet101``).
         text_encoder: HF name or local folder replacing the checkpoint's ``text_encoder_type``.
         device: defaults to "cuda" when available, else "cpu".
     """
-    ckpt = load_checkpoint_file(path)
+    ckpt = load_checkpoint_file(PathManager.get_local_path(path))
     if not is_official_checkpoint(ckpt) or "args" not in ckpt:
         raise CheckpointError(f"{path}: not an official MDETR checkpoint with its training args")
     cfg = get_cfg()
@@ -30,7 +32,8 @@ def official_cfg(path: str, text_encoder: str | None = None, device: str | None 
 
 def build_official_model(path: str, text_encoder: str | None = None, weights_key: str = "model_ema",
                          device: str | None = None) -> torch.nn.Module:
-    """The MDETR model of an official checkpoint with its ``weights_key`` weights, in eval mode."""
+    """The MDETR model of an official checkpoint (a file or ``mdetr://<name>``) with its
+    ``weights_key`` weights, in eval mode."""
     cfg = official_cfg(path, text_encoder, device)
     cfg.MODEL.MDETR.WEIGHTS_KEY = weights_key
     model = build_model(cfg)

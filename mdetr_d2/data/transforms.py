@@ -30,6 +30,7 @@ __all__ = [
     "swap_left_right",
     "mdetr_resize_shape",
     "build_mdetr_augmentation",
+    "augmentation_args_from_config",
     "build_augmentation_from_config",
 ]
 
@@ -320,20 +321,25 @@ def build_mdetr_augmentation(
     return augs
 
 
+def augmentation_args_from_config(cfg, is_train: bool) -> dict:
+    """The arguments of :func:`build_mdetr_augmentation` given by the ``INPUT.MDETR.*`` keys."""
+    c = cfg.INPUT.MDETR
+    return {
+        "kind": c.KIND,
+        "is_train": is_train,
+        "scales": list(c.SCALES) or None,
+        "max_size": c.MAX_SIZE or None,
+        "pre_crop_scales": list(c.PRE_CROP_SCALES) or None,
+        "crop_size": list(c.CROP_SIZE) or None,
+        "crop_max_tries": c.CROP_MAX_TRIES,
+        "resize_only_prob": c.RESIZE_ONLY_PROB,
+        "test_size": None if c.TEST_SIZE < 0 else c.TEST_SIZE,
+        "test_max_size": c.TEST_MAX_SIZE or None,
+        "text_aware_flip": c.TEXT_AWARE_FLIP,
+        "flip_prob": c.FLIP_PROB,
+    }
+
+
 def build_augmentation_from_config(cfg, is_train: bool) -> list[Augmentation]:
     """:func:`build_mdetr_augmentation` from the ``INPUT.MDETR.*`` keys (``add_mdetr_data_config``)."""
-    c = cfg.INPUT.MDETR
-    return build_mdetr_augmentation(
-        c.KIND,
-        is_train,
-        scales=c.SCALES or None,
-        max_size=c.MAX_SIZE or None,
-        pre_crop_scales=c.PRE_CROP_SCALES or None,
-        crop_size=c.CROP_SIZE or None,
-        crop_max_tries=c.CROP_MAX_TRIES,
-        resize_only_prob=c.RESIZE_ONLY_PROB,
-        test_size=None if c.TEST_SIZE < 0 else c.TEST_SIZE,
-        test_max_size=c.TEST_MAX_SIZE or None,
-        text_aware_flip=c.TEXT_AWARE_FLIP,
-        flip_prob=c.FLIP_PROB,
-    )
+    return build_mdetr_augmentation(**augmentation_args_from_config(cfg, is_train))

@@ -14,7 +14,7 @@ import bisect
 from typing import List, Sequence
 
 import torch
-from detectron2.config import CfgNode
+from detectron2.config import CfgNode, configurable
 from detectron2.solver import LRMultiplier
 from fvcore.common.param_scheduler import ParamScheduler
 
@@ -117,18 +117,39 @@ def build_mdetr_group_multipliers(
     return {BACKBONE: linear, TRANSFORMER: linear, TEXT_ENCODER: linear}
 
 
-def build_mdetr_lr_scheduler(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> GroupLRMultiplier:
-    """Per-group scheduler for an optimizer built by :func:`build_mdetr_optimizer`.
+def _scheduler_args(cfg: CfgNode, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    return {
+        "optimizer": optimizer,
+        "schedule": cfg.SOLVER.LR_SCHEDULER_NAME,
+        "max_iter": cfg.SOLVER.MAX_ITER,
+        "lr_drop": cfg.SOLVER.LR_DROP,
+        "lr_drop_period": cfg.SOLVER.LR_DROP_PERIOD,
+        "warmup_fraction": cfg.SOLVER.WARMUP_FRACTION,
+    }
+
+
+@configurable(from_config=_scheduler_args)
+def build_mdetr_lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    *,
+    schedule: str,
+    max_iter: int,
+    lr_drop: int = 0,
+    lr_drop_period: int = 0,
+    warmup_fraction: float = 0.01,
+) -> GroupLRMultiplier:
+    """Per-group scheduler for an optimizer built by :func:`build_mdetr_optimizer`:
+    ``build_mdetr_lr_scheduler(cfg, optimizer)``, or with the keywords (LazyConfig recipes; the
+    arguments are the ``SOLVER`` keys of the same names).
 
     Groups without an ``mdetr_group`` key follow the transformer's rule.
-
     """
     kinds = build_mdetr_group_multipliers(
-        cfg.SOLVER.LR_SCHEDULER_NAME,
-        max_iter=cfg.SOLVER.MAX_ITER,
-        lr_drop=cfg.SOLVER.LR_DROP,
-        lr_drop_period=cfg.SOLVER.LR_DROP_PERIOD,
-        warmup_fraction=cfg.SOLVER.WARMUP_FRACTION,
+        schedule,
+        max_iter=max_iter,
+        lr_drop=lr_drop,
+        lr_drop_period=lr_drop_period,
+        warmup_fraction=warmup_fraction,
     )
     multipliers = [kinds[g.get("mdetr_group", TRANSFORMER)] for g in optimizer.param_groups]
-    return GroupLRMultiplier(optimizer, multipliers, max_iter=cfg.SOLVER.MAX_ITER)
+    return GroupLRMultiplier(optimizer, multipliers, max_iter=max_iter)

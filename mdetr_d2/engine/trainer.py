@@ -167,14 +167,23 @@ class MDETRTrainer(DefaultTrainer):
     @classmethod
     def load_for_evaluation(cls, cfg: CfgNode, model: nn.Module, resume: bool = False) -> nn.Module:
         """Load weights into ``model`` for ``--eval-only``: MODEL.WEIGHTS, or with ``resume`` the
-        last checkpoint of OUTPUT_DIR. Either way the file's ``model_ema`` is used when it has one
-        and MODEL.MDETR.WEIGHTS_KEY is "model_ema" (official evaluation uses the EMA)."""
-        weights_key = cfg.MODEL.MDETR.WEIGHTS_KEY
-        checkpointer = MDETRCheckpointer(model, cfg.OUTPUT_DIR, weights_key=weights_key)
-        # A weights-only load (no resume) already picks model_ema; a resume load leaves it in
-        # `rest`.
-        rest = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
-        if weights_key == "model_ema" and isinstance(rest, dict) and "model_ema" in rest:
-            logger.info("Evaluating the checkpoint's EMA weights (model_ema).")
-            unwrap_model(model).load_state_dict(rest["model_ema"])
-        return model
+        last checkpoint of OUTPUT_DIR (see :func:`load_weights_for_evaluation`)."""
+        return load_weights_for_evaluation(
+            model, cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, cfg.MODEL.MDETR.WEIGHTS_KEY, resume
+        )
+
+
+def load_weights_for_evaluation(
+    model: nn.Module, weights: str, output_dir: str, weights_key: str = "model_ema",
+    resume: bool = False,
+) -> nn.Module:
+    """Load ``weights`` (a file or ``mdetr://<name>``), or with ``resume`` the last checkpoint of
+    ``output_dir``, into ``model``. Either way the file's ``model_ema`` is used when it has one and
+    ``weights_key`` is "model_ema" (official evaluation uses the EMA)."""
+    checkpointer = MDETRCheckpointer(model, output_dir, weights_key=weights_key)
+    # A weights-only load (no resume) already picks model_ema; a resume load leaves it in `rest`.
+    rest = checkpointer.resume_or_load(weights, resume=resume)
+    if weights_key == "model_ema" and isinstance(rest, dict) and "model_ema" in rest:
+        logger.info("Evaluating the checkpoint's EMA weights (model_ema).")
+        unwrap_model(model).load_state_dict(rest["model_ema"])
+    return model

@@ -22,6 +22,7 @@ Config keys read (all optional, defaults in brackets): ``MODEL.MDETR.MASKS`` (se
 import logging
 from typing import List, Optional
 
+from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 
@@ -76,16 +77,38 @@ def infer_evaluator_types(dataset_name: str, qa_head: str = "none") -> List[str]
     return ["coco_agnostic"]
 
 
-def build_mdetr_evaluators(cfg, dataset_name: str, output_dir: Optional[str] = None) -> DatasetEvaluators:
-    """The evaluators of one MDETR evaluation dataset (call from the trainer's ``build_evaluator``).
+def _evaluators_from_config(cfg, dataset_name: str, output_dir: Optional[str] = None) -> dict:
+    return {
+        "dataset_name": dataset_name,
+        "output_dir": output_dir,
+        "qa_head": str(cfg.MODEL.MDETR.QA_HEAD),
+        "masks": bool(cfg.MODEL.MDETR.MASKS),
+        "class_agnostic_ap": bool(cfg.TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP),
+        "phrasecut_score_thresh": float(cfg.TEST.MDETR_EVAL.PHRASECUT_SCORE_THRESH),
+        "lvis_topk": int(cfg.TEST.MDETR_EVAL.LVIS_TOPK),
+    }
+
+
+@configurable(from_config=_evaluators_from_config)
+def build_mdetr_evaluators(
+    dataset_name: str,
+    output_dir: Optional[str] = None,
+    *,
+    qa_head: str = "none",
+    masks: bool = False,
+    class_agnostic_ap: bool = True,
+    phrasecut_score_thresh: float = 0.7,
+    lvis_topk: int = 10000,
+) -> DatasetEvaluators:
+    """The evaluators of one MDETR evaluation dataset (call from the trainer's ``build_evaluator``
+    as ``build_mdetr_evaluators(cfg, dataset_name, output_dir)``, or with the keywords).
 
     The task evaluators come from metadata ``evaluator_type`` (or the dataset name); the class-agnostic COCO
     AP that the official code always computes is added for every type with boxes in its ``json_file``
-    (not for LVIS, which has its own fixed AP), unless ``TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP`` is False.
+    (not for LVIS, which has its own fixed AP), unless ``class_agnostic_ap`` is False
+    (``TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP``).
     """
     meta = MetadataCatalog.get(dataset_name)
-    qa_head = str(cfg.MODEL.MDETR.QA_HEAD)
-    masks = bool(cfg.MODEL.MDETR.MASKS)
     types = getattr(meta, "evaluator_type", None) or infer_evaluator_types(dataset_name, qa_head)
     types = [types] if isinstance(types, str) else list(types)
     evaluators: List[DatasetEvaluator] = []
@@ -100,7 +123,7 @@ def build_mdetr_evaluators(cfg, dataset_name: str, output_dir: Optional[str] = N
             evaluators.append(
                 PhraseCutEvaluator(
                     dataset_name,
-                    score_thresh=float(cfg.TEST.MDETR_EVAL.PHRASECUT_SCORE_THRESH),
+                    score_thresh=phrasecut_score_thresh,
                     allow_missing_tasks=bool(getattr(meta, "phrasecut_allow_missing_tasks", False)),
                 )
             )
@@ -110,12 +133,12 @@ def build_mdetr_evaluators(cfg, dataset_name: str, output_dir: Optional[str] = N
             evaluators.append(CLEVREvaluator(dataset_name, output_dir))
         elif t == "lvis":
             evaluators.append(
-                LVISFixedAPEvaluator(dataset_name, topk=int(cfg.TEST.MDETR_EVAL.LVIS_TOPK))
+                LVISFixedAPEvaluator(dataset_name, topk=lvis_topk)
             )
         elif t != "coco_agnostic":
             raise ValueError(f"{dataset_name}: unknown evaluator_type {t!r}; expected one of {EVALUATOR_TYPES}")
     want_ap = "coco_agnostic" in types or (
-        bool(cfg.TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP) and "lvis" not in types
+        class_agnostic_ap and "lvis" not in types
     )
     json_file = getattr(meta, "json_file", None)
     if want_ap and json_file:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 import torchvision
+from detectron2.config import configurable
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
@@ -82,6 +83,7 @@ class _LevelsBackbone(Backbone):
 class MDETRResNet(_LevelsBackbone):
     """torchvision ResNet body with FrozenBN (eps 1e-5); parameters before ``freeze_at`` are fixed."""
 
+    @configurable
     def __init__(self, depth: int = 101, freeze_at: int = 2, out_features: list[str] | None = None,
                  pretrained: bool = False, channels_last: bool = True):
         """
@@ -99,6 +101,15 @@ class MDETRResNet(_LevelsBackbone):
         self.body = body
         self._init_levels(_RESNET_CHANNELS[depth], out_features)
         self.freeze(freeze_at)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec | None = None) -> dict:
+        return {
+            "depth": cfg.MODEL.RESNETS.DEPTH,
+            "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+            "out_features": _out_features(cfg),
+            "pretrained": cfg.MODEL.MDETR.BACKBONE_PRETRAINED,
+        }
 
     def freeze(self, freeze_at: int) -> None:
         """Freeze the stem (``freeze_at >= 1``) and res2..res{freeze_at} (official rule: only layer2-4 train)."""
@@ -165,6 +176,7 @@ class MDETREfficientNet(_LevelsBackbone):
     No convolution is frozen (as in the official timm backbone); only the BN statistics and affines are.
     """
 
+    @configurable
     def __init__(self, variant: str = "b3", out_features: list[str] | None = None, pretrained: bool = False):
         super().__init__()
         import timm  # local: only this backbone needs it
@@ -174,6 +186,14 @@ class MDETREfficientNet(_LevelsBackbone):
         body = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3, 4))
         self.body = freeze_batchnorm_keep_activation(body)
         self._init_levels(tuple(body.feature_info.channels()), out_features)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec | None = None) -> dict:
+        return {
+            "variant": cfg.MODEL.MDETR.EFFICIENTNET_VARIANT,
+            "out_features": _out_features(cfg),
+            "pretrained": cfg.MODEL.MDETR.BACKBONE_PRETRAINED,
+        }
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.body(x)
@@ -187,18 +207,9 @@ def _out_features(cfg) -> list[str]:
 
 @BACKBONE_REGISTRY.register()
 def build_mdetr_resnet_backbone(cfg, input_shape: ShapeSpec) -> MDETRResNet:
-    return MDETRResNet(
-        depth=cfg.MODEL.RESNETS.DEPTH,
-        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
-        out_features=_out_features(cfg),
-        pretrained=cfg.MODEL.MDETR.BACKBONE_PRETRAINED,
-    )
+    return MDETRResNet(cfg, input_shape)
 
 
 @BACKBONE_REGISTRY.register()
 def build_mdetr_efficientnet_backbone(cfg, input_shape: ShapeSpec) -> MDETREfficientNet:
-    return MDETREfficientNet(
-        variant=cfg.MODEL.MDETR.EFFICIENTNET_VARIANT,
-        out_features=_out_features(cfg),
-        pretrained=cfg.MODEL.MDETR.BACKBONE_PRETRAINED,
-    )
+    return MDETREfficientNet(cfg, input_shape)

@@ -188,28 +188,31 @@ class MDETR(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        from .criterion import MDETRCriterion  # local: the criterion imports scipy
+
+        options = cls.options_from_config(cfg)
+        return {
+            "backbone": build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))),
+            "text_encoder": TextEncoder(cfg),
+            "transformer": Transformer(cfg),
+            "criterion": MDETRCriterion(cfg),
+            **options,
+        }
+
+    @classmethod
+    def options_from_config(cls, cfg) -> dict:
+        """The arguments of ``__init__`` that are not modules (the LazyConfig recipes build the
+        modules as nodes of their own and take these as they are)."""
         m = cfg.MODEL.MDETR
         if m.MASKS and m.CONTRASTIVE_ALIGN_LOSS:
             raise ValueError(
                 "MODEL.MDETR.MASKS needs MODEL.MDETR.CONTRASTIVE_ALIGN_LOSS False: the segmentation model "
                 "has no alignment projections (as the official PhraseCut models)"
             )
-        backbone = build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
-        transformer = Transformer(
-            dim=m.HIDDEN_DIM, num_heads=m.NHEADS, num_encoder_layers=m.ENC_LAYERS,
-            num_decoder_layers=m.DEC_LAYERS, dim_feedforward=m.DIM_FEEDFORWARD, dropout=m.DROPOUT,
-        )
-        transformer.set_gradient_checkpointing(m.GRADIENT_CHECKPOINTING)
-        from .criterion import MDETRCriterion  # local: the criterion imports scipy
-
         return {
-            "backbone": backbone,
-            "text_encoder": TextEncoder(cfg),
-            "transformer": transformer,
             "num_queries": m.NUM_QUERIES,
             "pixel_mean": tuple(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": tuple(cfg.MODEL.PIXEL_STD),
-            "criterion": MDETRCriterion(cfg),
             "aux_loss": m.AUX_LOSS,
             "contrastive_align_dim": m.CONTRASTIVE_HDIM if m.CONTRASTIVE_ALIGN_LOSS else 0,
             "contrastive_loss_dim": m.CONTRASTIVE_HDIM if m.CONTRASTIVE_LOSS else 0,

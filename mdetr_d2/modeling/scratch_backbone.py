@@ -7,6 +7,7 @@ assembles Detectron2's ResNet from basic blocks at any width with ``MODEL.RESNET
 """
 from __future__ import annotations
 
+from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem, ResNet
@@ -15,29 +16,61 @@ _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 _LEVELS = ("res2", "res3", "res4", "res5")
 
 
-@BACKBONE_REGISTRY.register()
-def build_mdetr_scratch_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
-    """ResNet-18/34 layout with ``RES2_OUT_CHANNELS`` channels at stride 4, doubling per stage.
-
-    Returns ``res2..res5`` with ``MODEL.MDETR.MASKS`` (the mask head needs them), else the single
-    level ``MODEL.RESNETS.SCRATCH_LAST_LEVEL`` (``res5`` by default, stride 32): ``res4`` (stride
-    16) or ``res3`` (stride 8) stop the network early, which gives small images and small objects a
-    finer grid for less compute; MDETR's transformer reads the coarsest level the backbone returns.
-    """
+def _scratch_resnet_args(cfg, input_shape: ShapeSpec) -> dict:
     r = cfg.MODEL.RESNETS
-    if r.DEPTH not in _BLOCKS:
-        raise ValueError(f"the scratch ResNet supports depths {sorted(_BLOCKS)}, got {r.DEPTH}")
-    if r.SCRATCH_LAST_LEVEL not in _LEVELS:
-        raise ValueError(f"MODEL.RESNETS.SCRATCH_LAST_LEVEL must be one of {_LEVELS}, got {r.SCRATCH_LAST_LEVEL!r}")
-    if cfg.MODEL.MDETR.MASKS and r.SCRATCH_LAST_LEVEL != "res5":
+    return {
+        "in_channels": input_shape.channels,
+        "depth": r.DEPTH,
+        "stem_channels": r.STEM_OUT_CHANNELS,
+        "res2_channels": r.RES2_OUT_CHANNELS,
+        "norm": r.NORM,
+        "last_level": r.SCRATCH_LAST_LEVEL,
+        "all_levels": cfg.MODEL.MDETR.MASKS,
+        "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+    }
+
+
+@configurable(from_config=_scratch_resnet_args)
+def scratch_resnet(
+    *,
+    in_channels: int = 3,
+    depth: int = 18,
+    stem_channels: int = 64,
+    res2_channels: int = 64,
+    norm: str = "BN",
+    last_level: str = "res5",
+    all_levels: bool = False,
+    freeze_at: int = 0,
+) -> ResNet:
+    """ResNet-18/34 layout with ``res2_channels`` channels at stride 4, doubling per stage.
+
+    Returns ``res2..res5`` with ``all_levels`` (the mask head, ``MODEL.MDETR.MASKS``, needs them),
+    else the single level ``last_level`` (``MODEL.RESNETS.SCRATCH_LAST_LEVEL``, ``res5`` by default,
+    stride 32): ``res4`` (stride 16) or ``res3`` (stride 8) stop the network early, which gives
+    small images and small objects a finer grid for less compute; MDETR's transformer reads the
+    coarsest level the backbone returns.
+    """
+    if depth not in _BLOCKS:
+        raise ValueError(f"the scratch ResNet supports depths {sorted(_BLOCKS)}, got {depth}")
+    if last_level not in _LEVELS:
+        raise ValueError(
+            f"MODEL.RESNETS.SCRATCH_LAST_LEVEL must be one of {_LEVELS}, got {last_level!r}"
+        )
+    if all_levels and last_level != "res5":
         raise ValueError("MODEL.MDETR.MASKS needs MODEL.RESNETS.SCRATCH_LAST_LEVEL 'res5' (the mask head reads res2..res5)")
-    num_stages = _LEVELS.index(r.SCRATCH_LAST_LEVEL) + 1
-    stem = BasicStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
-    stages, in_channels, out_channels = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
-    for i, num_blocks in enumerate(_BLOCKS[r.DEPTH][:num_stages]):
+    num_stages = _LEVELS.index(last_level) + 1
+    stem = BasicStem(in_channels, stem_channels, norm=norm)
+    stages, in_ch, out_ch = [], stem_channels, res2_channels
+    for i, num_blocks in enumerate(_BLOCKS[depth][:num_stages]):
         stride = 1 if i == 0 else 2
         stages.append(ResNet.make_stage(BasicBlock, num_blocks, stride_per_block=[stride] + [1] * (num_blocks - 1),
-                                        in_channels=in_channels, out_channels=out_channels, norm=r.NORM))
-        in_channels, out_channels = out_channels, out_channels * 2
-    out_features = list(_LEVELS) if cfg.MODEL.MDETR.MASKS else [r.SCRATCH_LAST_LEVEL]
-    return ResNet(stem, stages, out_features=out_features).freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
+                                        in_channels=in_ch, out_channels=out_ch, norm=norm))
+        in_ch, out_ch = out_ch, out_ch * 2
+    out_features = list(_LEVELS) if all_levels else [last_level]
+    return ResNet(stem, stages, out_features=out_features).freeze(freeze_at)
+
+
+@BACKBONE_REGISTRY.register()
+def build_mdetr_scratch_resnet_backbone(cfg, input_shape: ShapeSpec) -> ResNet:
+    """:func:`scratch_resnet` from ``MODEL.RESNETS.*`` (``MODEL.RESNETS.NORM``: "BN", "GN", ...)."""
+    return scratch_resnet(cfg, input_shape)

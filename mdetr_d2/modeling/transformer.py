@@ -9,6 +9,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import configurable
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -149,8 +150,14 @@ class TransformerDecoder(nn.Module):
 class Transformer(nn.Module):
     """Cross-encoder + decoder with MDETR's initialisation (Xavier on every matrix)."""
 
+    @configurable
     def __init__(self, dim: int = 256, num_heads: int = 8, num_encoder_layers: int = 6,
-                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1):
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 gradient_checkpointing: bool = False):
+        """
+        Args:
+            gradient_checkpointing: recompute each layer's activations in the backward pass.
+        """
         super().__init__()
         self.dim = dim
         self.encoder = TransformerEncoder(
@@ -162,6 +169,20 @@ class Transformer(nn.Module):
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+        self.set_gradient_checkpointing(gradient_checkpointing)
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        m = cfg.MODEL.MDETR
+        return {
+            "dim": m.HIDDEN_DIM,
+            "num_heads": m.NHEADS,
+            "num_encoder_layers": m.ENC_LAYERS,
+            "num_decoder_layers": m.DEC_LAYERS,
+            "dim_feedforward": m.DIM_FEEDFORWARD,
+            "dropout": m.DROPOUT,
+            "gradient_checkpointing": m.GRADIENT_CHECKPOINTING,
+        }
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self.encoder.gradient_checkpointing = enabled

@@ -6,8 +6,8 @@
   (:func:`convert_odvg_to_mdetr`, :func:`convert_mdetr_to_odvg`).
 
 Every conversion reports its counts, names in warnings what the target format cannot hold, and
-validates its output with the checks of ``datasets/register.py --check``. ``tools/convert_dataset.py``
-is the command line.
+validates its output with the checks of ``datasets/register.py --check``.
+``tools/convert_dataset.py`` is the command line.
 """
 from .common import ConversionReport
 from .convert import (

@@ -1,4 +1,5 @@
-"""File-to-file conversions (what ``tools/convert_dataset.py`` runs): read, convert, write, validate."""
+"""File-to-file conversions (what ``tools/convert_dataset.py`` runs): read, convert, write,
+validate."""
 from __future__ import annotations
 
 import os
@@ -78,7 +79,7 @@ def convert_odvg_to_mdetr(
 
 
 def default_label_map_path(odvg_file: str) -> str:
-    """``<name>_label_map.json`` next to ``<name>.jsonl`` (MMDetection names it ``*_label_map.json``)."""
+    """``<name>_label_map.json`` next to ``<name>.jsonl``, as MMDetection names label maps."""
     return os.path.splitext(odvg_file)[0] + "_label_map.json"
 
 

@@ -3,11 +3,12 @@
 A detection dataset has no text; MDETR learns from (image, caption) pairs. Each image becomes one
 datapoint whose caption lists the names of the categories present (``names_per_caption=0``), or one
 datapoint per group of ``names_per_caption`` categories; ``names_per_caption=1`` with
-``negatives=-1`` on an LVIS file gives the layout of MDETR's LVIS fine-tuning data (reference §5.10):
-one datapoint per category present, with all its boxes, and one box-less datapoint per verified-absent
-category. Absent categories ("negatives") may be mixed into the captions: the model must then
-predict "no object" for their words. Every box's ``tokens_positive`` is the span of its category's
-name in the caption written, and ``tokens_positive_eval`` holds one phrase per category present.
+``negatives=-1`` on an LVIS file gives the layout of MDETR's LVIS fine-tuning data (reference
+§5.10): one datapoint per category present, with all its boxes, and one box-less datapoint per
+verified-absent category. Absent categories ("negatives") may be mixed into the captions: the
+model must then predict "no object" for their words. Every box's ``tokens_positive`` is the span of
+its category's name in the caption written, and ``tokens_positive_eval`` holds one phrase per
+category present.
 """
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def _lvis_file_name(image: Mapping) -> str | None:
     return "/".join(url.split("/")[-2:]) if isinstance(url, str) and "/" in url else None
 
 
-def coco_detection_images(coco: Mapping, source: str = "COCO json") -> tuple[list[DetectionImage], list[dict]]:
+def coco_detection_images(
+    coco: Mapping, source: str = "COCO json"
+) -> tuple[list[DetectionImage], list[dict]]:
     """Read a COCO-format detection json (COCO, LVIS, Objects365, ...) into :class:`DetectionImage`.
 
     Every image and annotation field is kept (the COCO ``id`` as ``original_id``), except LVIS's

@@ -4,9 +4,10 @@ ODVG is the jsonl format of MMDetection's Grounding DINO family (``ODVGDataset``
 ``coco2odvg.py`` and ``goldg2odvg.py``): one json object per line and image, with ``filename``,
 ``height``, ``width`` and either
 
-* ``grounding`` (the "VG" variant): ``caption`` and ``regions``, each region a ``bbox`` ``[x1, y1, x2,
-  y2]`` or a list of such boxes, a ``phrase`` (a string, or a list of strings when its spans are not
-  contiguous) and ``tokens_positive`` (``[begin, end)`` character spans of the caption); or
+* ``grounding`` (the "VG" variant): ``caption`` and ``regions``, each region a ``bbox``
+  ``[x1, y1, x2, y2]`` or a list of such boxes, a ``phrase`` (a string, or a list of strings when
+  its spans are not contiguous) and ``tokens_positive`` (``[begin, end)`` character spans of the
+  caption); or
 * ``detection`` (the "OD" variant): ``instances``, each a ``bbox`` ``[x1, y1, x2, y2]``, a ``label``
   (a key of a separate label-map json ``{"0": "person", ...}``) and its ``category`` name.
 
@@ -41,8 +42,9 @@ _REGION_KEYS = ("bbox", "phrase", "tokens_positive")
 _INSTANCE_KEYS = ("bbox", "label", "category")
 # MDETR fields an ODVG grounding record holds (or derives: ids, area of a plain box, crowd flag 0).
 _MDETR_IMAGE_KEYS = {"id", "file_name", "height", "width", "caption"}
-_MDETR_ANNOTATION_KEYS = {"id", "image_id", "bbox", "tokens_positive", "tokens", "phrase", "iscrowd",
-                          "area", "category_id"}
+_MDETR_ANNOTATION_KEYS = {"id", "image_id", "bbox", "tokens_positive", "tokens", "phrase",
+                          "iscrowd", "area", "category_id"}
+_DROP_REASON = "MDETR json has no place for it"
 
 
 def phrase_of(caption: str, spans: Sequence[Sequence[int]]) -> str | list[str]:
@@ -81,8 +83,8 @@ def _spans(value: Any, caption: str, source: str, line: int) -> list:
         for s in value
     )
     if not ok:
-        raise _fail(source, line, f"field 'tokens_positive' must be [begin, end) spans of the caption "
-                    f"{caption!r}, e.g. [[0, 3]], got {value!r}")
+        raise _fail(source, line, "field 'tokens_positive' must be [begin, end) spans of the "
+                    f"caption {caption!r}, e.g. [[0, 3]], got {value!r}")
     return value
 
 
@@ -91,9 +93,9 @@ def _check_record(record: Mapping, source: str, line: int, report: ConversionRep
         raise _fail(source, line, "field 'filename' is missing (the image path)")
     for key in ("height", "width"):
         if not isinstance(record.get(key), int):
-            raise _fail(source, line, f"field {key!r} must be the image size in pixels (an integer)")
+            raise _fail(source, line, f"field {key!r} must be the image size in pixels (integer)")
     for key in set(record) - {*_RECORD_KEYS, "grounding", "detection"}:
-        report.dropped(f"ODVG field {key!r}", "records", "MDETR json has no place for it")
+        report.dropped(f"ODVG field {key!r}", "records", _DROP_REASON)
 
 
 def odvg_variant(records: Sequence[Mapping], source: str = "ODVG file") -> str:
@@ -101,7 +103,8 @@ def odvg_variant(records: Sequence[Mapping], source: str = "ODVG file") -> str:
     variants = {"grounding" if "grounding" in r else "detection" if "detection" in r else None
                 for r in records}
     if None in variants:
-        line = next(i for i, r in enumerate(records, 1) if "grounding" not in r and "detection" not in r)
+        line = next(i for i, r in enumerate(records, 1)
+                    if "grounding" not in r and "detection" not in r)
         raise _fail(source, line, "has neither 'grounding' nor 'detection': not an ODVG record")
     if len(variants) > 1:
         raise DatasetFormatError(f"{source}: mixes grounding and detection records")
@@ -124,24 +127,27 @@ def odvg_grounding_to_mdetr(
         if not isinstance(regions, list):
             raise _fail(source, line, "field 'regions' (in 'grounding') must be a list")
         for key in set(grounding) - {"caption", "regions"}:
-            report.dropped(f"ODVG field 'grounding.{key}'", "records", "MDETR json has no place for it")
+            report.dropped(f"ODVG field 'grounding.{key}'", "records", _DROP_REASON)
         image_id = len(images)
         images.append({"id": image_id, "file_name": record["filename"], "height": record["height"],
                        "width": record["width"], "caption": caption})
         for region in regions:
             spans = _spans(region.get("tokens_positive"), caption, source, line)
             bbox = region.get("bbox")
-            boxes = bbox if isinstance(bbox, list) and bbox and isinstance(bbox[0], list) else [bbox]
+            nested = isinstance(bbox, list) and bbox and isinstance(bbox[0], list)
+            boxes = bbox if nested else [bbox]
             if bbox == []:
-                report.dropped("ODVG region without a box", "regions", "MDETR annotations are boxes")
+                report.dropped("ODVG region without a box", "regions",
+                               "MDETR boxes are annotations")
                 continue
             for key in set(region) - set(_REGION_KEYS):
-                report.dropped(f"ODVG field 'regions.{key}'", "regions", "MDETR json has no place for it")
+                report.dropped(f"ODVG field 'regions.{key}'", "regions", _DROP_REASON)
             phrase = region.get("phrase")
             for box in boxes:
                 x, y, w, h = xyxy_to_xywh(_box(box, source, line, "bbox"))
                 ann = {"id": len(annotations), "image_id": image_id, "bbox": [x, y, w, h],
-                       "area": _area(w, h), "iscrowd": 0, "category_id": 1, "tokens_positive": spans}
+                       "area": _area(w, h), "iscrowd": 0, "category_id": 1,
+                       "tokens_positive": spans}
                 if phrase is not None and phrase != phrase_of(caption, spans):
                     ann["phrase"] = phrase  # not spelled by its spans: kept for the way back
                 annotations.append(ann)
@@ -156,7 +162,8 @@ def _area(w: float, h: float) -> float:
 
 
 def read_label_map(path_or_map: str | Mapping) -> dict[int, str]:
-    """An ODVG label map ``{"0": "person", ...}`` (a path or the loaded dict) as ``{0: "person"}``."""
+    """An ODVG label map ``{"0": "person", ...}`` (a path or the loaded dict) as
+    ``{0: "person"}``."""
     if isinstance(path_or_map, str):
         with open(path_or_map, encoding="utf-8") as f:
             path_or_map = json.load(f)
@@ -207,11 +214,12 @@ def odvg_detection_images(
                 report.dropped("ODVG field 'category' differing from the label map", "instances",
                                "the label map's name is used")
             for key in set(inst) - set(_INSTANCE_KEYS):
-                report.dropped(f"ODVG field 'instances.{key}'", "instances", "MDETR json has no place for it")
+                report.dropped(f"ODVG field 'instances.{key}'", "instances", _DROP_REASON)
             x, y, w, h = xyxy_to_xywh(_box(inst.get("bbox"), source, line, "bbox"))
             annotations.append({"bbox": [x, y, w, h], "area": _area(w, h), "iscrowd": 0,
                                 "category_id": label + 1})
-        entry = {"file_name": record["filename"], "height": record["height"], "width": record["width"]}
+        entry = {"file_name": record["filename"], "height": record["height"],
+                 "width": record["width"]}
         images.append(DetectionImage(entry=entry, annotations=annotations))
     categories = [{"id": label + 1, "name": label_map[label]} for label in labels]
     return images, categories
@@ -256,7 +264,8 @@ def mdetr_to_odvg_grounding(data: Mapping, report: ConversionReport | None = Non
     for entry in data["images"]:
         caption = entry.get("caption")
         if not isinstance(caption, str):
-            raise DatasetFormatError(f"image entry id={entry.get('id')!r}: field 'caption' is missing")
+            raise DatasetFormatError(
+                f"image entry id={entry.get('id')!r}: field 'caption' is missing")
         anns = by_image.get(entry.get("id"), [])
         _note_dropped_fields(entry, anns, report, _MDETR_IMAGE_KEYS, _MDETR_ANNOTATION_KEYS, "ODVG")
         regions: dict[str, dict] = {}
@@ -285,8 +294,9 @@ def mdetr_to_odvg_grounding(data: Mapping, report: ConversionReport | None = Non
         report.count("records")
         report.count("regions", len(regions))
     if len(category_ids) > 1:
-        report.warn(f"MDETR field 'category_id' (annotations): {len(category_ids)} categories, but "
-                    "ODVG grounding regions have no class; write the detection variant to keep them")
+        report.warn(f"MDETR field 'category_id' (annotations): {len(category_ids)} categories, "
+                    "but ODVG grounding regions have no class; write the detection variant to "
+                    "keep them")
     return records
 
 
