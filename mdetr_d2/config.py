@@ -64,6 +64,10 @@ def add_mdetr_config(cfg: CN) -> None:
     # json with the GQA vocabularies (gqa_answer2id_by_type.json / gqa_answer2id.json) to return answers
     # as strings; empty = answer ids only.
     m.QA_VOCAB = ""
+    # Train with the QA losses only (official `--no_detection`, CLEVR-Humans: the questions have no
+    # boxes): no matching, no box / soft-token / alignment losses; evaluation reports QA accuracy
+    # only. Needs QA_HEAD.
+    m.NO_DETECTION = False
     # CLEVR-Ref+ "is final" head.
     m.PREDICT_FINAL = False
     # Segmentation (attention map + FPN-like mask head on the backbone levels).

@@ -5,22 +5,29 @@
     python tools/train_net.py --config-file configs/mdetr_refcoco.yaml --eval-only MODEL.WEIGHTS
     ckpt.pth
 
-``--num-gpus N`` starts N CPU processes when CUDA is unavailable (GLOO), on Detectron2 v0.6 as well.
+``--num-gpus N`` starts N CPU processes when CUDA is unavailable (GLOO, with ``MODEL.DEVICE cpu``),
+on Detectron2 v0.6 as well. Schedules stated in epochs are resolved from the training sets' length
+when training starts; ``mdetr_d2``'s log lines go to the console and ``OUTPUT_DIR/log.txt``.
 """
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
 from mdetr_d2.config import add_mdetr_config
-from mdetr_d2.engine import MDETRTrainer, launch
+from mdetr_d2.engine import MDETRTrainer, check_device, default_setup, launch
 
 
-def setup(args):
+def build_cfg(args):
     cfg = get_cfg()
     add_mdetr_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    return cfg
+
+
+def setup(args):
+    cfg = build_cfg(args)
     default_setup(cfg, args)
     return cfg
 
@@ -42,6 +49,8 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    # Before starting processes: one clear message instead of one traceback per process.
+    check_device(build_cfg(args))
     launch(
         main,
         args.num_gpus,

@@ -48,8 +48,15 @@ class MDETRCheckpointer(DetectionCheckpointer):
                         "model_ema" if state is ckpt.get("model_ema") else "model")
             return {"model": convert_official_state_dict(state), "__author__": "MDETR official"}
         if self._weights_only and self.weights_key == "model_ema" and isinstance(ckpt.get("model_ema"), dict):
-            logger.info("Loading the EMA weights of %s", filename)
+            logger.info("Loading the EMA weights of %s (model_ema)", filename)
             return {"model": ckpt["model_ema"]}
+        if self._weights_only:
+            why = (
+                "MODEL.MDETR.WEIGHTS_KEY is 'model'"
+                if self.weights_key == "model"
+                else "no model_ema in the file"
+            )
+            logger.info("Loading the model weights of %s (model; %s)", filename, why)
         return ckpt if "model" in ckpt else {"model": ckpt}
 
     def _load_model(self, checkpoint: dict):

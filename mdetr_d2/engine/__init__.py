@@ -1,6 +1,9 @@
-"""Training engine: MDETRTrainer, its optimizer, schedules, EMA and a CPU-capable launcher."""
+"""Training engine: MDETRTrainer, its optimizer, schedules (in epochs too), EMA, job set-up and a
+CPU-capable launcher."""
 from .config import add_mdetr_solver_config
+from .defaults import check_device, default_setup
 from .ema import EMAHook, ModelEMA
+from .epochs import ResolvedSchedule, iterations_per_epoch, resolve_epoch_schedule
 from .launch import launch
 from .lr_scheduler import (
     GroupLRMultiplier,
@@ -20,10 +23,15 @@ __all__ = [
     "MDETRTrainer",
     "MilestoneDecayScheduler",
     "ModelEMA",
+    "ResolvedSchedule",
     "add_mdetr_solver_config",
     "build_mdetr_lr_scheduler",
     "build_mdetr_optimizer",
+    "check_device",
+    "default_setup",
     "get_mdetr_optimizer_params",
+    "iterations_per_epoch",
     "launch",
     "param_group_of",
+    "resolve_epoch_schedule",
 ]

@@ -1,4 +1,5 @@
 """``MDETRTrainer``: Detectron2's ``DefaultTrainer`` with MDETR's optimization (reference §8.1)."""
+import inspect
 import logging
 import os
 import weakref
@@ -6,7 +7,11 @@ from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -15,6 +20,7 @@ from torch import nn
 from mdetr_d2.checkpoint import MDETRCheckpointer
 
 from .ema import EMAHook, ModelEMA, unwrap_model
+from .epochs import resolve_epoch_schedule
 from .lr_scheduler import MDETR_SCHEDULES, build_mdetr_lr_scheduler
 from .optimizer import build_mdetr_optimizer
 from .train_loop import MDETRSimpleTrainer
@@ -42,7 +48,13 @@ class MDETRTrainer(DefaultTrainer):
 
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
+        train_set = self.build_train_set(cfg)
+        # Iteration keys left at -1 come from the epoch keys and the length of the training set.
+        cfg = self.resolve_schedule(cfg, len(train_set))
+        if "dataset" in inspect.signature(self.build_train_loader).parameters:
+            data_loader = self.build_train_loader(cfg, dataset=train_set)
+        else:  # a subclass with Detectron2's build_train_loader(cfg): it loads the set itself
+            data_loader = self.build_train_loader(cfg)
 
         on_cuda = next(model.parameters()).device.type == "cuda"
         model = create_ddp_model(
@@ -79,6 +91,14 @@ class MDETRTrainer(DefaultTrainer):
 
         self.register_hooks(self.build_hooks())
 
+    def train(self):
+        """Run training; returns the results of the last evaluation (every evaluation runs the
+        EMA weights when EMA is on), or None when none ran or on other ranks."""
+        super().train()
+        if comm.is_main_process():
+            return getattr(self, "_last_eval_results", None)
+        return None
+
     def resume_or_load(self, resume: bool = True):
         """Resume from the last checkpoint of OUTPUT_DIR (model, EMA, optimizer, scheduler,
         iteration, grad scaler) or load MODEL.WEIGHTS; without a restored EMA the average restarts
@@ -89,6 +109,15 @@ class MDETRTrainer(DefaultTrainer):
         if resume and self.checkpointer.has_checkpoint():
             # The checkpoint stores the iteration that just finished.
             self.start_iter = self.iter + 1
+            logger.info(
+                "Resumed from %s at iteration %d (model, %soptimizer and scheduler restored)",
+                self.checkpointer.get_checkpoint_file(), self.start_iter,
+                "model_ema, " if self.model_ema is not None and self.model_ema.loaded else "",
+            )
+        elif self.cfg.MODEL.WEIGHTS:
+            logger.info("Initialized from MODEL.WEIGHTS %s", self.cfg.MODEL.WEIGHTS)
+        else:
+            logger.info("No MODEL.WEIGHTS: training starts from the built model's initialization")
         if self.model_ema is not None and not self.model_ema.loaded:
             self.model_ema.reset(self.model)
 
@@ -147,10 +176,28 @@ class MDETRTrainer(DefaultTrainer):
         return MDETRDatasetMapper(cfg, is_train)
 
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode):
-        # Multiple DATASETS.TRAIN are concatenated and sampled uniformly, like the official
-        # ConcatDataset.
-        return build_detection_train_loader(cfg, mapper=cls.build_mapper(cfg, True))
+    def build_train_set(cls, cfg: CfgNode) -> list[dict]:
+        """The dataset dicts of DATASETS.TRAIN, concatenated (like the official ConcatDataset)."""
+        dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+        logger.info("Training set %s: %d datapoints", ", ".join(cfg.DATASETS.TRAIN), len(dicts))
+        return dicts
+
+    @classmethod
+    def resolve_schedule(cls, cfg: CfgNode, num_datapoints: int) -> CfgNode:
+        """``cfg`` with its epoch-based iteration keys resolved (:mod:`mdetr_d2.engine.epochs`)."""
+        resolved = resolve_epoch_schedule(cfg, num_datapoints, comm.get_world_size())
+        logger.info("Schedule: %s", resolved.describe())
+        return resolved.apply(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode, dataset: Optional[list] = None):
+        # Sampled uniformly over the (concatenated) training sets, like the official
+        # ConcatDataset; ``dataset`` saves loading DATASETS.TRAIN a second time.
+        return build_detection_train_loader(
+            cfg, mapper=cls.build_mapper(cfg, True), dataset=dataset
+        )
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
