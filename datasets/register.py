@@ -9,9 +9,11 @@ Usage (from the repository root, with mdetr_d2 installed)::
     MDETR_DATASETS=/data/mdetr python datasets/register.py --check
 
 Importing ``mdetr_d2.data`` is what registers the datasets (lazily, under ``$MDETR_DATASETS``); this
-script only adds the report. ``--check`` loads each present annotation file (the pre-training set takes
-a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive
-maps; each problem is explained (the record, the field, what was expected, a right value).
+script only adds the report. ``--check`` loads each present annotation file (the pre-training set
+takes a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive
+maps; each problem is explained (the record, the field, what was expected, a right value). It also
+checks that the inputs the dataset's evaluators read are there (Flickr30k Entities folder and split
+list, PhraseCut folder, LVIS json, GQA answer vocabularies): ``NO-EVAL`` when one is missing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from mdetr_d2.data import MDETR_DATASET_NAMES, dataset_root, register_mdetr_json
 from mdetr_d2.data.datasets.check import check_records, explain_error
+from mdetr_d2.evaluation import evaluation_inputs
 
 
 def _paths_of(meta) -> list[str]:
@@ -32,17 +35,19 @@ def _paths_of(meta) -> list[str]:
     return [meta.json_file, *roots]
 
 
-def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[bool, str]:
-    """Returns (ok, message) for one registered dataset; each problem is explained (the record,
-    the field, what was expected and an example of a right value)."""
+def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[str, str]:
+    """Returns (status, message) for one registered dataset; each problem is explained (the record,
+    the field, what was expected and an example of a right value). Status: "present" (everything
+    there), "MISSING" (json or image folder absent), "BROKEN" (cannot load, bad records or images)
+    or "NO-EVAL" (trainable, but an input of its evaluators is missing)."""
     meta = MetadataCatalog.get(name)
     missing = [p for p in _paths_of(meta) if not os.path.exists(p)]
     if missing:
-        return False, "absent: " + ", ".join(missing)
+        return "MISSING", "absent: " + ", ".join(missing)
     try:
         records = DatasetCatalog.get(name)
     except Exception as e:  # report every broken dataset, not only the first
-        return False, f"cannot load: {explain_error(e)}"
+        return "BROKEN", f"cannot load: {explain_error(e)}"
     tok = None
     if tokenizer:
         from mdetr_d2.modeling.text_encoder import build_tokenizer
@@ -53,8 +58,15 @@ def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[bool,
     if report.problems:
         shown = report.problems[:5]
         more = f"\n  ... and {len(report.problems) - 5} more" if len(report.problems) > 5 else ""
-        return False, summary + "\n  " + "\n  ".join(shown) + more
-    return True, summary
+        return "BROKEN", summary + "\n  " + "\n  ".join(shown) + more
+    missing_eval = [
+        what if path is None else f"{what} ({path})"
+        for what, path in evaluation_inputs(name)
+        if path is None or not os.path.exists(path)
+    ]
+    if missing_eval:
+        return "NO-EVAL", summary + "; evaluation inputs missing: " + "; ".join(missing_eval)
+    return "present", summary
 
 
 def main(argv=None) -> int:
@@ -87,12 +99,9 @@ def main(argv=None) -> int:
         return 0
     n_ok = 0
     for name in names:
-        ok, message = check_dataset(name, args.samples, args.tokenizer)
-        n_ok += ok
-        print(
-            f"[{'present' if ok else 'MISSING' if message.startswith('absent') else 'BROKEN':7s}] "
-            f"{name:32s} {message}"
-        )
+        status, message = check_dataset(name, args.samples, args.tokenizer)
+        n_ok += status == "present"
+        print(f"[{status:7s}] {name:32s} {message}")
     print(f"{n_ok}/{len(names)} datasets present and valid")
     return 0
 

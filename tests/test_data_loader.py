@@ -386,7 +386,7 @@ def test_builtin_registrations():
     }
     assert expected <= names
     m = MetadataCatalog.get("flickr_merged_test")
-    assert (m.evaluator_type, m.flickr_split, m.flickr_merged) == ("flickr", "test", True)
+    assert (m.evaluator_type, m.flickr_split, m.flickr_gt_type) == ("flickr", "test", "merged")
     assert m.image_root.endswith("val")  # test images live in the val folder (official)
     m = MetadataCatalog.get("phrasecut_miniv")
     assert (m.evaluator_type, m.phrasecut_split) == ("phrasecut", "miniv") and m.phrasecut_orig_dir

@@ -251,3 +251,12 @@ def test_image_already_at_eval_size_is_left_as_is(tmp_path, tok_dir):
     assert out["image"].shape == (3, 80, 100)
     assert out["caption"] == rec["caption"]
     assert D.tensor_to_spans(out["instances"].gt_tokens_positive)[0] == [[0, 7]]
+
+
+def test_qa_answer_reaches_the_evaluators(tmp_path, tok_dir):
+    """The raw answer string is in the mapper's output (the QA evaluators compare predictions with
+    it); it used to be dropped, and GQA/CLEVR accuracy was never computed."""
+    mapper = D.MDETRDatasetMapper(False, augmentations=[], tokenizer_name=tok_dir, qa_kind="clevr")
+    out = mapper(_record(tmp_path, answer="yes", questionId="q7"))
+    assert out["answer"] == "yes" and out["questionId"] == "q7"
+    assert float(out["answers"]["answer_binary"]) == 1.0

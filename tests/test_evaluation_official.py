@@ -66,7 +66,7 @@ def test_clevrref_matches_official(official_fixtures):
 def _flickr_evaluator(official_fixtures):
     d = official_fixtures / "evaluators" / "flickr"
     gt = FlickrEntitiesGroundTruth(d / "flickr30k_entities", "val")
-    return d, FlickrEvaluator("fixture_flickr", ground_truth=gt)
+    return d, FlickrEvaluator("fixture_flickr", protocol="any_box", ground_truth=gt)
 
 
 def test_flickr_matches_official(official_fixtures):

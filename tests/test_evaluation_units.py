@@ -141,7 +141,7 @@ def test_flickr_parsers(tmp_path):
 def test_flickr_any_vs_merged_and_token_ranking(tmp_path):
     gt = FlickrEntitiesGroundTruth(_flickr_folder(tmp_path), "val")
     assert gt.evaluated_keys == [("42", 0)]  # the scene phrases have no box; sentence 1 is not evaluated
-    ev = FlickrEvaluator("unit_flickr", ground_truth=gt, topk=(1, -1))
+    ev = FlickrEvaluator("unit_flickr", protocol="any_box", ground_truth=gt, topk=(1, -1))
     ev.reset()
     # Two queries; phrase 0 = token 1, phrase 1 = tokens 3-4.
     boxes = [[90, 90, 100, 100], [0, 0, 10, 10]]
@@ -168,7 +168,7 @@ def test_flickr_any_vs_merged_and_token_ranking(tmp_path):
 
 def test_flickr_errors(tmp_path):
     gt = FlickrEntitiesGroundTruth(_flickr_folder(tmp_path), "val")
-    ev = FlickrEvaluator("unit_flickr", ground_truth=gt)
+    ev = FlickrEvaluator("unit_flickr", protocol="any_box", ground_truth=gt)
     with pytest.raises(RuntimeError, match="expected 2 for sentence 0 of image 42"):
         ev.add_ranked("42", 0, [[[0, 0, 1, 1]]])
     with pytest.raises(KeyError, match="image 7"):
@@ -365,9 +365,97 @@ def test_build_mdetr_evaluators_from_metadata(tmp_path):
     root = _phrasecut_folder(tmp_path)
     js = tmp_path / "pc.json"
     js.write_text(json.dumps({"images": [{"id": 0, "width": 20, "height": 10}], "annotations": [], "categories": []}))
-    MetadataCatalog.get("unit_phrasecut_miniv").set(phrasecut_orig_dir=str(root), json_file=str(js))
+    MetadataCatalog.get("unit_phrasecut_miniv").set(phrasecut_orig_dir=str(root), phrasecut_split="miniv",
+                                                    json_file=str(js))
     evs = build_mdetr_evaluators(cfg, "unit_phrasecut_miniv", str(tmp_path))
     assert [type(e).__name__ for e in evs._evaluators] == ["PhraseCutEvaluator"]  # json has no box: no AP
     MetadataCatalog.get("unit_other").set(evaluator_type="nope")
     with pytest.raises(ValueError, match="unknown evaluator_type 'nope'"):
         build_mdetr_evaluators(cfg, "unit_other", str(tmp_path))
+
+
+# ---------------------------------------------------------------- issue 12: protocols and QA ids
+def test_flickr_evaluator_reads_the_registered_split_and_protocol(tmp_path):
+    """One set of Flickr metadata keys (flickr_entities_dir, flickr_split, flickr_gt_type), written by
+    the registration and read by the evaluator; nothing guessed from the dataset name."""
+    root = _flickr_folder(tmp_path)
+    (root / "test.txt").write_text("42\n")
+    MetadataCatalog.get("my_captions_eval").set(
+        flickr_entities_dir=str(root), flickr_split="test", flickr_gt_type="merged")
+    ev = FlickrEvaluator("my_captions_eval")
+    assert ev._gt.subset == "test" and ev._protocol == "merged_box"
+    MetadataCatalog.get("my_flickr_merged_test").set(flickr_entities_dir=str(root))
+    with pytest.raises(ValueError, match="metadata 'flickr_split'"):
+        FlickrEvaluator("my_flickr_merged_test")
+    MetadataCatalog.get("my_flickr_merged_test").set(flickr_split="test")
+    with pytest.raises(ValueError, match="metadata 'flickr_gt_type'"):
+        FlickrEvaluator("my_flickr_merged_test")
+
+
+def test_flickr_registrations_carry_the_evaluator_keys():
+    import mdetr_d2.data  # noqa: F401  (registers the built-in datasets)
+
+    for gt_type in ("separate", "merged"):
+        for split in ("train", "val", "test"):
+            meta = MetadataCatalog.get(f"flickr_{gt_type}_{split}")
+            assert (meta.flickr_split, meta.flickr_gt_type) == (split, gt_type)
+            assert meta.flickr_entities_dir.endswith("flickr30k_entities")
+
+
+def test_phrasecut_split_is_never_guessed(tmp_path):
+    MetadataCatalog.get("my_phrasecut_test").set(phrasecut_orig_dir=str(_phrasecut_folder(tmp_path)))
+    with pytest.raises(ValueError, match="phrasecut_split"):
+        PhraseCutEvaluator("my_phrasecut_test")
+
+
+def _gqa_vocab_dataset(tmp_path, name):
+    by_type = {"answer_obj": {"no": 0, "yes": 1, "unknown": 2}, "answer_attr": {"red": 0, "blue": 1, "unknown": 2},
+               "answer_rel": {"unknown": 0}, "answer_global": {"unknown": 0}, "answer_cat": {"unknown": 0}}
+    (tmp_path / "gqa_answer2id_by_type.json").write_text(json.dumps(by_type))
+    (tmp_path / "gqa_answer2id.json").write_text(json.dumps({"no": 0, "yes": 1, "red": 2, "blue": 3, "unknown": 4}))
+    MetadataCatalog.get(name).set(gqa_answer_vocab=str(tmp_path / "gqa_answer2id.json"),
+                                  gqa_answer_vocab_by_type=str(tmp_path / "gqa_answer2id_by_type.json"))
+
+
+def test_gqa_evaluator_reads_answer_ids_with_the_dataset_vocabulary(tmp_path):
+    """A model built without MODEL.MDETR.QA_VOCAB predicts class ids: the evaluator reads them with the
+    dataset's own vocabulary (the files its targets were encoded with), not as strings."""
+    _gqa_vocab_dataset(tmp_path, "unit_gqa_ids")
+    ev = GQAEvaluator("unit_gqa_ids")
+    ev.reset()
+    questions = [  # (answer, type, predicted id, predicted type)
+        ("yes", "obj", 1, "obj"), ("blue", "attr", 1, "attr"), ("red", "attr", 7, "attr"), ("no", "obj", 4, "all")]
+    for i, (answer, qtype, pred, ptype) in enumerate(questions):
+        ev.process([{"image_id": i, "questionId": f"q{i}", "answer": answer, "question_type": qtype}],
+                   [{"qa": {"answer": pred, "answer_type": ptype, "confidence": 1.0}}])
+    res = ev.evaluate()["gqa"]
+    # ids 1 (obj) = "yes", 1 (attr) = "blue", 4 (single head) = "unknown"; 7 is outside the vocabulary.
+    assert res["accuracy"] == pytest.approx(2 / 4)
+    MetadataCatalog.get("unit_gqa_no_vocab").set(evaluator_type="gqa")
+    ev = GQAEvaluator("unit_gqa_no_vocab")
+    with pytest.raises(ValueError, match="gqa_answer_vocab_by_type"):
+        ev.process([{"image_id": 0, "questionId": "q", "answer": "yes", "question_type": "obj"}],
+                   [{"qa": {"answer": 1, "answer_type": "obj"}}])
+
+
+def test_qa_datasets_without_qa_head_and_qa_only_models(tmp_path):
+    """CLEVR detection pre-training evaluates CLEVR sets with box AP (no QA head, no accuracy); a
+    QA-only model (NO_DETECTION, CLEVR-Humans) gets accuracy only."""
+    from detectron2.config import get_cfg
+
+    from mdetr_d2.config import add_mdetr_config
+
+    js = tmp_path / "clevr.json"
+    js.write_text(json.dumps({"images": [{"id": 0, "width": 20, "height": 10, "caption": "a"}],
+                              "annotations": [{"id": 1, "image_id": 0, "bbox": [1, 1, 5, 5], "category_id": 1,
+                                               "area": 25, "iscrowd": 0}],
+                              "categories": [{"id": 1, "name": "object"}]}))
+    MetadataCatalog.get("unit_clevr_medium_val").set(evaluator_type="clevr", json_file=str(js))
+    cfg = get_cfg()
+    add_mdetr_config(cfg)
+    names = lambda c: [type(e).__name__ for e in build_mdetr_evaluators(c, "unit_clevr_medium_val")._evaluators]  # noqa: E731
+    assert names(cfg) == ["ClassAgnosticCOCOEvaluator"]
+    cfg.MODEL.MDETR.QA_HEAD = "clevr"
+    assert names(cfg) == ["CLEVREvaluator", "ClassAgnosticCOCOEvaluator"]
+    cfg.MODEL.MDETR.NO_DETECTION = True
+    assert names(cfg) == ["CLEVREvaluator"]

@@ -373,3 +373,44 @@ def test_from_config():
     assert "loss_answer_type_0" not in criterion.weight_dict
     cfg.MODEL.MDETR.AUX_LOSS = False
     assert "loss_ce_0" not in MDETRCriterion(cfg).weight_dict
+
+
+def test_isfinal_head_with_a_record_without_boxes():
+    """The mapper gives a record without boxes no is-final flags; the is-final loss used to fail
+    on it (KeyError 'isfinal')."""
+    outputs, targets = _random_batch((2, 0))
+    del targets[1]["isfinal"]
+    criterion = MDETRCriterion(matcher=HungarianMatcher(), num_aux_layers=1, predict_final=True)
+    losses = criterion(outputs, targets)
+    assert torch.isfinite(losses["loss_isfinal"]) and torch.isfinite(losses["loss_isfinal_0"])
+    del targets[0]["isfinal"]
+    with pytest.raises(KeyError, match="target 0 of the batch has 2 boxes but no 'isfinal'"):
+        criterion(outputs, targets)
+
+
+def test_no_detection_trains_the_qa_heads_only():
+    """Official --no_detection (CLEVR-Humans): no matching and no detection loss, QA losses only."""
+    cfg = get_cfg()
+    add_mdetr_config(cfg)
+    cfg.MODEL.MDETR.QA_HEAD = "clevr"
+    cfg.MODEL.MDETR.PREDICT_FINAL = True
+    cfg.MODEL.MDETR.NO_DETECTION = True
+    criterion = MDETRCriterion(cfg)
+    assert set(criterion.weight_dict) == {
+        "loss_answer_type", "loss_answer_binary", "loss_answer_attr", "loss_answer_reg"}
+    g = torch.Generator().manual_seed(0)
+    outputs, targets = _random_batch((0, 0))  # questions without boxes
+    for t in targets:
+        del t["isfinal"]
+    outputs.update(pred_answer_type=torch.randn(2, 3, generator=g),
+                   pred_answer_binary=torch.randn(2, generator=g),
+                   pred_answer_attr=torch.randn(2, 15, generator=g),
+                   pred_answer_reg=torch.randn(2, 20, generator=g))
+    answers = {"answer_type": torch.tensor([0, 2]), "answer_binary": torch.tensor([1.0, 0.0]),
+               "answer_attr": torch.tensor([-100, -100]), "answer_reg": torch.tensor([-100, 3])}
+    losses = criterion(outputs, targets, answers)
+    assert all(k.startswith(("loss_answer_", "accuracy_answer_")) for k in losses), sorted(losses)
+    assert criterion.last_indices == {}
+    cfg.MODEL.MDETR.QA_HEAD = "none"
+    with pytest.raises(ValueError, match="NO_DETECTION leaves no loss"):
+        MDETRCriterion(cfg)

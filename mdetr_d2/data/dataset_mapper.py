@@ -40,7 +40,8 @@ __all__ = [
     "GQA_ANSWER_TYPES",
 ]
 
-# Image-level ids copied to the output when present (the evaluators need them).
+# Image-level fields copied to the output when present: the evaluators need the ids, and the QA
+# evaluators the ground-truth answer string (its encoded form is in ``answers``).
 _PASSTHROUGH_KEYS = (
     "dataset_name",
     "original_id",
@@ -49,6 +50,7 @@ _PASSTHROUGH_KEYS = (
     "task_id",
     "questionId",
     "question_type",
+    "answer",
 )
 
 # QA target conventions (reference §1.15, §5.6, §5.7).
@@ -169,7 +171,8 @@ class MDETRDatasetMapper:
     * ``height``, ``width``: the original image size (what predictions are rescaled to);
     * ``image_id``, ``file_name``, ``caption`` (after augmentation; only the text-aware flip changes it)
       and, when present in the record, ``dataset_name``, ``original_id``, ``original_img_id``,
-      ``sentence_id``, ``task_id``, ``questionId``, ``question_type``;
+      ``sentence_id``, ``task_id``, ``questionId``, ``question_type`` and ``answer`` (the raw
+      answer string the QA evaluators compare with);
     * ``instances`` (when the record has ``annotations``; training and evaluation): ``Instances`` of the
       augmented image size with ``gt_boxes`` (``Boxes``, XYXY absolute), ``gt_classes`` (category ids,
       unused by MDETR's losses), and, for records with a caption, ``gt_positive_map``

@@ -826,7 +826,7 @@ def register_synthetic(root: str | os.PathLike) -> list[str]:
                     gqa_split=split, qa_attributes=list(QA_ATTRIBUTES))
             if family == "flickr":  # the Flickr evaluator reads the Flickr30k Entities layout
                 metadata.update(flickr_entities_dir=str(root / "flickr_entities" / split),
-                                flickr_subset=split, flickr_gt_type="separate")
+                                flickr_split=split, flickr_gt_type="separate")
             register_mdetr_json(name, str(_json_paths(root)[name]), str(root / "images" / split),
                                 **metadata)
             names.append(name)

@@ -56,10 +56,17 @@ class ClassAgnosticCOCOEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         with contextlib.redirect_stdout(io.StringIO()):
             self._coco = COCO(str(json_file))
+        if 0 in self._coco.anns:
+            logger.warning(
+                "%s: %s has an annotation with id 0, which pycocotools never matches (it counts as "
+                "missed, as in the official evaluation); number annotations from 1",
+                dataset_name, json_file,
+            )
         self._use_masks = use_masks
         # With useCats = 0 pycocotools still only collects detections whose category is one of the GT
         # categories, so every detection carries the first GT category id (the official label 1 is one).
-        cat_ids = sorted(self._coco.getCatIds())
+        # (A json without "categories", e.g. a CLEVR question file, has no boxes to score either.)
+        cat_ids = sorted(self._coco.getCatIds()) if "categories" in self._coco.dataset else []
         self._det_category = cat_ids[0] if cat_ids else 1
         self._preds: Dict[int, Dict] = {}
 

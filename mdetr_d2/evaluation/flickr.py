@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 PROTOCOLS = ("any_box", "merged_box")
+# Metadata ``flickr_gt_type`` (the boxes the model was trained on) -> its official protocol.
+GT_TYPES = {"separate": "any_box", "merged": "merged_box"}
 
 # "[/EN#123/people/other" opens an annotated phrase: entity id, then one or more coarse types.
 _PHRASE_OPEN = re.compile(r"^\[/EN#([^/\s]+)((?:/[^/\s]+)*)$")
@@ -269,25 +271,40 @@ class FlickrEvaluator(DatasetEvaluator):
         Args:
             dataset_name: registered dataset name.
             entities_dir: Flickr30k Entities folder; default metadata ``flickr_entities_dir``.
-            subset: ``val`` / ``test``; default metadata ``flickr_subset``, else ``test`` when the dataset name
-                contains "test", else ``val``.
+            subset: ``val`` / ``test`` (the split list ``<entities_dir>/<subset>.txt``); default metadata
+                ``flickr_split``.
             protocol: ``any_box`` or ``merged_box``; default from metadata ``flickr_gt_type``
-                (``merged`` → merged_box), else from the dataset name.
+                (``separate`` → any_box, ``merged`` → merged_box).
+
+        Raises:
+            ValueError: a value is neither given nor in the metadata (never guessed from the name: a
+                wrong guess would score with the wrong protocol without a word).
         """
         from detectron2.data import MetadataCatalog
 
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
+
+        def required(value, key: str, what: str):
+            if value is None:
+                value = getattr(meta, key, None)
+            if value is None:
+                raise ValueError(
+                    f"{dataset_name}: the Flickr evaluator needs metadata {key!r} ({what}); register the "
+                    "dataset with flickr_entities_dir, flickr_split and flickr_gt_type (datasets/README.md)"
+                )
+            return value
+
         if ground_truth is None:
-            entities_dir = entities_dir or getattr(meta, "flickr_entities_dir", None)
-            if entities_dir is None:
-                raise ValueError(f"{dataset_name}: set metadata 'flickr_entities_dir' to the Flickr30k Entities folder")
-            subset = subset or getattr(meta, "flickr_subset", None) or ("test" if "test" in dataset_name else "val")
+            entities_dir = required(entities_dir, "flickr_entities_dir", "the Flickr30k Entities folder")
+            subset = required(subset, "flickr_split", "'val' or 'test'")
             ground_truth = FlickrEntitiesGroundTruth(entities_dir, subset)
         self._gt = ground_truth
         if protocol is None:
-            gt_type = getattr(meta, "flickr_gt_type", None) or ("merged" if "merged" in dataset_name else "separate")
-            protocol = "merged_box" if gt_type == "merged" else "any_box"
+            gt_type = required(None, "flickr_gt_type", "'separate' or 'merged'")
+            if gt_type not in GT_TYPES:
+                raise ValueError(f"{dataset_name}: flickr_gt_type must be one of {GT_TYPES}, got {gt_type!r}")
+            protocol = GT_TYPES[gt_type]
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol}")
         self._protocol = protocol

@@ -256,8 +256,8 @@ class PhraseCutEvaluator(DatasetEvaluator):
         Args:
             dataset_name: registered dataset name.
             ann_dir: PhraseCut annotation folder; default metadata ``phrasecut_orig_dir``.
-            split: PhraseCut split (``miniv``, ``val``, ``test``); default metadata ``phrasecut_split``, else the
-                first of test/val/miniv found in the dataset name.
+            split: PhraseCut split (``miniv``, ``val``, ``test``); default metadata ``phrasecut_split`` (never
+                guessed from the dataset name).
         """
         self._dataset_name = dataset_name
         if ground_truth is None:
@@ -269,7 +269,10 @@ class PhraseCutEvaluator(DatasetEvaluator):
                 raise ValueError(f"{dataset_name}: set metadata 'phrasecut_orig_dir' to the PhraseCut folder")
             split = split or getattr(meta, "phrasecut_split", None)
             if split is None:
-                split = next((s for s in ("test", "miniv", "val") if s in dataset_name), "miniv")
+                raise ValueError(
+                    f"{dataset_name}: set metadata 'phrasecut_split' (miniv, val or test: which "
+                    "refer_<split>.json to score against)"
+                )
             ground_truth = PhraseCutGroundTruth(ann_dir, split)
         self._gt = ground_truth
         self._thresh = score_thresh

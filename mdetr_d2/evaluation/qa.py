@@ -8,6 +8,7 @@ from typing import Dict, Optional
 
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.file_io import PathManager
+from detectron2.utils.logger import log_first_n
 
 from ..modeling.heads import CLEVR_ATTRIBUTES
 from .common import gather_dicts_to_main, log_table
@@ -15,7 +16,6 @@ from .common import gather_dicts_to_main, log_table
 logger = logging.getLogger(__name__)
 
 __all__ = ["GQAEvaluator", "CLEVREvaluator", "clevr_answer_type"]
-
 
 
 def clevr_answer_type(answer: str) -> str:
@@ -42,13 +42,17 @@ class _QAEvaluator(DatasetEvaluator):
     def _gt_type(self, inp) -> Optional[str]:
         raise NotImplementedError
 
+    def _answer_text(self, qa: Dict) -> str:
+        """The predicted answer as text (a model without vocabulary predicts class ids)."""
+        return str(qa["answer"])
+
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
             if "qa" not in out:
                 raise KeyError(f"{self._dataset_name}: outputs of datapoint {inp.get('image_id')} have no 'qa'")
             qa = out["qa"]
             self._records[self._key(inp)] = {
-                "prediction": str(qa["answer"]),
+                "prediction": self._answer_text(qa),
                 "pred_type": qa.get("answer_type"),
                 "answer": inp.get("answer"),
                 "type": self._gt_type(inp),
@@ -85,16 +89,69 @@ class _QAEvaluator(DatasetEvaluator):
         return OrderedDict([(self.task_name, res)])
 
 
+def _invert(answer2id: Dict[str, int]) -> Dict[int, str]:
+    return {int(i): answer for answer, i in answer2id.items()}
+
+
 class GQAEvaluator(_QAEvaluator):
     """GQA accuracy (overall, ``accuracy_answer_type`` and per semantic type obj/attr/rel/global/cat from the
     input's ``question_type``) and the submission file ``<output_dir>/<dataset>_gqa_predictions.json``
     (``[{"questionId", "prediction"}]``, the format of the official GQA/EvalAI scorer).
 
     Inputs read: ``questionId``, ``answer`` (optional), ``question_type``. Outputs read: ``qa`` =
-    ``{"answer": str, "answer_type": str (obj/attr/rel/global/cat), "confidence": float}``.
+    ``{"answer": str or class id, "answer_type": str (obj/attr/rel/global/cat, or "all" for the single
+    head), "confidence": float}``. Class ids (a model built without ``MODEL.MDETR.QA_VOCAB``) are turned
+    into answers with the dataset's own vocabularies, metadata ``gqa_answer_vocab_by_type`` (split heads)
+    and ``gqa_answer_vocab`` (single head): the files its training targets were encoded with.
     """
 
     task_name = "gqa"
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None):
+        super().__init__(dataset_name, output_dir)
+        from detectron2.data import MetadataCatalog
+
+        meta = MetadataCatalog.get(dataset_name)
+        self._vocab_files = {
+            "by_type": getattr(meta, "gqa_answer_vocab_by_type", None),
+            "all": getattr(meta, "gqa_answer_vocab", None),
+        }
+        self._vocabs: Dict[str, Dict] = {}  # read on the first class id
+
+    def _vocab(self, which: str) -> Dict:
+        if which not in self._vocabs:
+            path = self._vocab_files[which]
+            key = "gqa_answer_vocab_by_type" if which == "by_type" else "gqa_answer_vocab"
+            if not path:
+                raise ValueError(
+                    f"{self._dataset_name}: the model predicts answer ids and the dataset has no "
+                    f"metadata {key!r} to read them with; register the dataset with it (the "
+                    "gqa_answer2id*.json files) or set MODEL.MDETR.QA_VOCAB"
+                )
+            with PathManager.open(path) as f:
+                raw = json.load(f)
+            if which == "all":
+                self._vocabs[which] = _invert(raw)
+            else:
+                self._vocabs[which] = {t.removeprefix("answer_"): _invert(v) for t, v in raw.items()}
+        return self._vocabs[which]
+
+    def _answer_text(self, qa: Dict) -> str:
+        answer = qa["answer"]
+        if isinstance(answer, str):
+            return answer
+        answer_type = qa.get("answer_type")
+        vocab = self._vocab("all") if answer_type in (None, "all") else self._vocab("by_type")[answer_type]
+        if int(answer) not in vocab:
+            # The heads keep the official GQA sizes; a smaller vocabulary leaves ids without answer.
+            log_first_n(
+                logging.WARNING,
+                f"{self._dataset_name}: predicted {answer_type} answer id {answer} is outside the "
+                "dataset's vocabulary (scored as wrong)",
+                n=3,
+            )
+            return f"<answer id {answer}>"
+        return vocab[int(answer)]
 
     def _key(self, inp):
         return str(inp.get("questionId", inp["image_id"]))

@@ -86,6 +86,7 @@ class MDETRCriterion(nn.Module):
         masks: bool = False,
         predict_final: bool = False,
         qa_head: str = "none",
+        detection: bool = True,
         official_contrastive_fallback: bool = False,
         ce_loss_coef: float = 1.0,
         bbox_loss_coef: float = 5.0,
@@ -114,6 +115,9 @@ class MDETRCriterion(nn.Module):
             predict_final: compute ``loss_isfinal`` / ``accuracy_isfinal`` (needs ``pred_isfinal``
                 and target ``isfinal``).
             qa_head: ``"none"``, ``"gqa"``, ``"gqa_single"`` or ``"clevr"``: which QA losses to add.
+            detection: compute the detection losses (matching, soft tokens, boxes, contrastive
+                alignment, masks, is-final). False is the official ``--no_detection``: only the QA
+                (and global contrastive) losses, for question-only data such as CLEVR-Humans.
             official_contrastive_fallback: find the contrastive-align token positions with the
                 official span lookup, whose whitespace fallbacks read caption 0 of the batch
                 (reference §3.5); only for parity with official numbers. Off: the positions come
@@ -127,7 +131,12 @@ class MDETRCriterion(nn.Module):
             raise ValueError(
                 f"unknown QA head {qa_head!r}; expected one of {sorted(QA_ANSWER_KEYS)}"
             )
+        if not detection and qa_head == "none" and not contrastive_loss:
+            raise ValueError(
+                "MODEL.MDETR.NO_DETECTION leaves no loss to train: set MODEL.MDETR.QA_HEAD"
+            )
         self.matcher = matcher
+        self.detection = detection
         self.eos_coef = eos_coef
         self.temperature = temperature
         self.contrastive_align_loss = contrastive_align_loss
@@ -146,14 +155,14 @@ class MDETRCriterion(nn.Module):
             layer_weights["loss_contrastive_align"] = contrastive_align_loss_coef
         if predict_final:
             layer_weights["loss_isfinal"] = isfinal_loss_coef
-        weight_dict = dict(layer_weights)
-        if masks:  # final layer only (reference §3.7)
+        weight_dict = dict(layer_weights) if detection else {}
+        if masks and detection:  # final layer only (reference §3.7)
             weight_dict.update(loss_mask=mask_loss_coef, loss_dice=dice_loss_coef)
         if contrastive_loss:  # once per batch (reference §3.6)
             weight_dict["contrastive_loss"] = contrastive_loss_coef
         # QA losses: once per batch, never per auxiliary layer (reference §3.10).
         weight_dict.update(qa_weight_dict(qa_head, qa_loss_coef))
-        for i in range(num_aux_layers):
+        for i in range(num_aux_layers if detection else 0):
             weight_dict.update({f"{k}_{i}": v for k, v in layer_weights.items()})
         self.weight_dict: dict[str, float] = weight_dict
         # Matcher indices of the latest forward: {"final": [...], "aux_0": [...], ...}, per image
@@ -173,6 +182,7 @@ class MDETRCriterion(nn.Module):
             "masks": m.MASKS,
             "predict_final": m.PREDICT_FINAL,
             "qa_head": m.QA_HEAD,
+            "detection": not m.NO_DETECTION,
             "official_contrastive_fallback": m.OFFICIAL_CONTRASTIVE_FALLBACK,
             "ce_loss_coef": m.CE_LOSS_COEF,
             "bbox_loss_coef": m.BBOX_LOSS_COEF,
@@ -209,20 +219,10 @@ class MDETRCriterion(nn.Module):
         Returns:
             Unweighted losses and metrics, keyed as in the official code.
         """
-        device = outputs["pred_logits"].device
-        num_boxes = self._num_boxes(targets, device)
         losses: dict[str, torch.Tensor] = {}
         indices: dict[str, Indices] = {}
-
-        indices["final"] = self.matcher(outputs, targets)
-        losses.update(self._layer_losses(outputs, outputs, targets, indices["final"], num_boxes))
-        if self.masks:
-            losses.update(self.loss_masks(outputs, targets, indices["final"], num_boxes))
-
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            indices[f"aux_{i}"] = self.matcher(aux, targets)
-            layer = self._layer_losses(aux, outputs, targets, indices[f"aux_{i}"], num_boxes)
-            losses.update({f"{k}_{i}": v for k, v in layer.items()})
+        if self.detection:
+            losses.update(self._detection_losses(outputs, targets, indices))
 
         if self.contrastive_loss:
             losses["contrastive_loss"] = self.loss_global_contrastive(outputs)
@@ -232,6 +232,20 @@ class MDETRCriterion(nn.Module):
             losses.update(qa_losses(outputs, answers, self.qa_head))
 
         self.last_indices = indices
+        return losses
+
+    def _detection_losses(self, outputs: dict, targets: list[dict], indices: dict) -> dict:
+        """Matching and the per-layer losses of the final and auxiliary decoder layers."""
+        num_boxes = self._num_boxes(targets, outputs["pred_logits"].device)
+        losses = {}
+        indices["final"] = self.matcher(outputs, targets)
+        losses.update(self._layer_losses(outputs, outputs, targets, indices["final"], num_boxes))
+        if self.masks:
+            losses.update(self.loss_masks(outputs, targets, indices["final"], num_boxes))
+        for i, aux in enumerate(outputs.get("aux_outputs", [])):
+            indices[f"aux_{i}"] = self.matcher(aux, targets)
+            layer = self._layer_losses(aux, outputs, targets, indices[f"aux_{i}"], num_boxes)
+            losses.update({f"{k}_{i}": v for k, v in layer.items()})
         return losses
 
     def _layer_losses(
@@ -328,10 +342,23 @@ class MDETRCriterion(nn.Module):
         expected = torch.as_tensor([float(len(t["boxes"])) for t in targets], device=logits.device)
         return {"cardinality_error": F.l1_loss(predicted, expected)}
 
+    @staticmethod
+    def _isfinal_of(index: int, target: dict) -> torch.Tensor:
+        """A target's is-final flags; a target without boxes has none (e.g. a question without
+        boxes in a batch of CLEVR-Ref+ expressions)."""
+        if "isfinal" in target:
+            return target["isfinal"]
+        if len(target["boxes"]) == 0:
+            return target["boxes"].new_zeros(0)
+        raise KeyError(
+            f"target {index} of the batch has {len(target['boxes'])} boxes but no 'isfinal' flags "
+            "(MODEL.MDETR.PREDICT_FINAL needs an 'isfinal' on every annotation)"
+        )
+
     def loss_isfinal(self, layer, targets, matched, tgt_idx, num_boxes) -> dict[str, torch.Tensor]:
         """CLEVR-Ref+ "is final" BCE on matched queries, and its accuracy (reference §3.8)."""
         pred = layer["pred_isfinal"][matched].squeeze(-1)
-        tgt = torch.cat([t["isfinal"] for t in targets]).to(pred)[tgt_idx]
+        tgt = torch.cat([self._isfinal_of(i, t) for i, t in enumerate(targets)]).to(pred)[tgt_idx]
         loss = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none").sum() / num_boxes
         with torch.no_grad():
             correct = ((pred.sigmoid() > 0.5) == (tgt > 0.5)).float()

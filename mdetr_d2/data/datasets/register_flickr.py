@@ -23,5 +23,5 @@ def register_all_flickr(root: str) -> None:
                 evaluator_type="flickr",
                 flickr_entities_dir=os.path.join(root, _paths.FLICKR_ENTITIES),
                 flickr_split=split,
-                flickr_merged=gt_type == "merged",
+                flickr_gt_type=gt_type,
             )
