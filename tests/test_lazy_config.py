@@ -11,8 +11,9 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from omegaconf import OmegaConf
 
 from mdetr_d2.data import MDETRDatasetMapper
-from mdetr_d2.engine import build_mdetr_lr_scheduler, build_mdetr_optimizer
+from mdetr_d2.engine import build_mdetr_lr_scheduler, build_mdetr_optimizer, resolve_epoch_schedule
 from mdetr_d2.engine.lazy import load_yacs_recipe
+from mdetr_d2.engine.lazy_train import resolve_lazy_schedule
 from mdetr_d2.evaluation import build_mdetr_evaluators
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -78,6 +79,12 @@ def _mapper_state(mapper):
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_lazy_recipe_builds_what_its_yacs_twin_builds(name, tiny_text_encoder):
     yacs, lazy = _both(name, tiny_text_encoder)
+    # Both forms state the schedule in epochs and resolve it the same way (10,000 datapoints).
+    epochs = OmegaConf.to_container(lazy.train.schedule_in_epochs)
+    yacs = resolve_epoch_schedule(yacs, 10_000, 1).apply(yacs)
+    assert resolve_lazy_schedule(lazy, 10_000, 1).values == resolve_epoch_schedule(
+        load_yacs_recipe(str(CONFIGS / RECIPES[name])), 10_000, 1).values
+    assert epochs["max_iter"] == yacs.SOLVER.EPOCHS and epochs["lr_drop"] == yacs.SOLVER.LR_DROP_EPOCHS
     with torch.device("meta"):  # names and shapes only: no memory, no initialisation cost
         model_y = META_ARCH_REGISTRY.get(yacs.MODEL.META_ARCHITECTURE)(yacs)
         model_l = instantiate(lazy.model)
@@ -196,3 +203,25 @@ def test_lazy_and_yacs_tools_train_the_same_run(synthetic_world, tmp_path):
         f"model.text_encoder.name={text_encoder}", f"train.output_dir={tmp_path / 'lazy_eval'}",
         f"train.init_checkpoint={lazy_out / 'model_final.pth'}"]))
     assert again == results_l
+
+
+def test_lazy_recipe_resolves_its_epochs_when_training_starts(synthetic_world, tmp_path):
+    """An iteration value left at -1 in a lazy recipe comes from train.schedule_in_epochs and the
+    training set's length, as in tools/train_net.py."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.engine import default_argument_parser
+
+    from mdetr_d2.data.synthetic import register_synthetic
+
+    register_synthetic(synthetic_world)
+    lazy_net = __import__("tools.lazyconfig_train_net", fromlist=["main"])
+    out = tmp_path / "lazy_epochs"
+    lazy_net.main(default_argument_parser().parse_args([
+        "--config-file", "configs/lazy/mdetr_synthetic.py",
+        f"model.text_encoder.name={synthetic_world / 'text_encoder'}", f"train.output_dir={out}",
+        "train.max_iter=-1", "train.schedule_in_epochs.max_iter=1",
+        "dataloader.train.total_batch_size=2", "train.checkpointer.period=100"]))
+    size = sum(len(DatasetCatalog.get(n)) for n in ("synthetic_refexp_train", "synthetic_flickr_train"))
+    rows = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines()]
+    assert max(r["iteration"] for r in rows if "total_loss" in r) == size // 2 - 1
+    assert (out / "model_final.pth").is_file()

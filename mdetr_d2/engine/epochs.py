@@ -23,12 +23,20 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 from detectron2.config import CfgNode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EPOCH_KEYS", "ResolvedSchedule", "iterations_per_epoch", "resolve_epoch_schedule"]
+__all__ = [
+    "EPOCH_KEYS",
+    "ResolvedSchedule",
+    "iterations_per_epoch",
+    "resolve_epoch_schedule",
+    "resolve_iterations",
+    "schedule_values",
+]
 
 # Iteration key -> the epoch key it is derived from when left at -1.
 EPOCH_KEYS = {
@@ -120,45 +128,74 @@ class ResolvedSchedule:
         return "\n".join(lines)
 
 
+def schedule_values(cfg: CfgNode) -> tuple[dict[str, int], dict[str, float]]:
+    """The iteration keys and their epoch keys of a yacs config, by iteration key."""
+    iterations = {key: int(_get(cfg, key)) for key in EPOCH_KEYS}
+    epochs = {key: _get(cfg, epoch_key) for key, epoch_key in EPOCH_KEYS.items()}
+    return iterations, epochs
+
+
 def resolve_epoch_schedule(cfg: CfgNode, num_datapoints: int, world_size: int) -> ResolvedSchedule:
-    """Resolve the iteration keys left at ``-1`` from their epoch keys (module docstring).
+    """Resolve the iteration keys of ``cfg`` left at ``-1`` from their epoch keys (module
+    docstring); see :func:`resolve_iterations`."""
+    iterations, epochs = schedule_values(cfg)
+    return resolve_iterations(
+        iterations, epochs, num_datapoints=num_datapoints, world_size=world_size,
+        images_per_batch=int(cfg.SOLVER.IMS_PER_BATCH), epoch_chunks=int(cfg.SOLVER.EPOCH_CHUNKS),
+        schedule=cfg.SOLVER.LR_SCHEDULER_NAME,
+    )
+
+
+def resolve_iterations(
+    iterations: Mapping[str, int],
+    epochs: Mapping[str, float],
+    *,
+    num_datapoints: int,
+    world_size: int,
+    images_per_batch: int,
+    epoch_chunks: int = 0,
+    schedule: str = "linear_with_warmup",
+) -> ResolvedSchedule:
+    """Resolve the iteration values left at ``-1`` from their epoch values.
 
     Args:
-        cfg: the training config (``add_mdetr_config`` keys).
-        num_datapoints: length of the concatenated ``DATASETS.TRAIN``.
+        iterations: value of each key of :data:`EPOCH_KEYS` (``SOLVER.MAX_ITER``, ...); -1 = derive.
+        epochs: the matching epoch value, by the same (iteration) keys.
+        num_datapoints: length of the concatenated training sets.
         world_size: number of training processes.
+        images_per_batch: the global batch.
+        epoch_chunks: official ``--epoch_chunks`` (0: none).
+        schedule: the LR schedule (``LR_DROP_PERIOD`` is only used by "multistep").
 
     Raises:
-        ValueError: ``SOLVER.MAX_ITER`` is -1 without ``SOLVER.EPOCHS``, a derived period is 0, or
-            the batch does not fit (see :func:`iterations_per_epoch`).
+        ValueError: ``SOLVER.MAX_ITER`` is -1 without ``SOLVER.EPOCHS``, a derived checkpoint period
+            is 0, or the batch does not fit (see :func:`iterations_per_epoch`).
     """
-    chunks = int(cfg.SOLVER.EPOCH_CHUNKS)
-    batch = int(cfg.SOLVER.IMS_PER_BATCH)
     ipe = None
     values, sources = {}, {}
     for key, epoch_key in EPOCH_KEYS.items():
-        value, epochs = int(_get(cfg, key)), _get(cfg, epoch_key)
+        value, count = int(iterations[key]), epochs[key]
         if value != DERIVED:
             if value < 0:
                 raise ValueError(f"{key} = {value}: use -1 (from {epoch_key}) or a value >= 0")
             values[key], sources[key] = value, "explicit"
             continue
-        if key == "SOLVER.LR_DROP_PERIOD" and cfg.SOLVER.LR_SCHEDULER_NAME != "multistep":
-            values[key], sources[key] = 0, f"unused by {cfg.SOLVER.LR_SCHEDULER_NAME!r}"
+        if key == "SOLVER.LR_DROP_PERIOD" and schedule != "multistep":
+            values[key], sources[key] = 0, f"unused by {schedule!r}"
             continue
-        if key == "SOLVER.MAX_ITER" and epochs <= 0:
+        if key == "SOLVER.MAX_ITER" and count <= 0:
             raise ValueError("SOLVER.MAX_ITER is -1 (from epochs) but SOLVER.EPOCHS is not set")
         if ipe is None:
-            ipe = iterations_per_epoch(num_datapoints, world_size, batch, chunks)
-        values[key] = int(epochs) * ipe
-        sources[key] = f"{epochs} epochs"
+            ipe = iterations_per_epoch(num_datapoints, world_size, images_per_batch, epoch_chunks)
+        values[key] = int(count) * ipe
+        sources[key] = f"{count} epochs"
         if key == "SOLVER.CHECKPOINT_PERIOD" and values[key] <= 0:
-            raise ValueError(f"{key} is -1 (from epochs) but {epoch_key} is {epochs}")
+            raise ValueError(f"{key} is -1 (from epochs) but {epoch_key} is {count}")
     return ResolvedSchedule(
         num_datapoints=num_datapoints,
         world_size=world_size,
-        images_per_process=batch // world_size if world_size else 0,
-        epoch_chunks=chunks,
+        images_per_process=images_per_batch // world_size if world_size else 0,
+        epoch_chunks=epoch_chunks,
         iters_per_epoch=ipe,
         values=values,
         sources=sources,

@@ -121,6 +121,17 @@ def _train_node(cfg: CfgNode) -> DictConfig:
                 "fp16_compression": False},
         "checkpointer": {"period": cfg.SOLVER.CHECKPOINT_PERIOD, "max_to_keep": 100},
         "eval_period": cfg.TEST.EVAL_PERIOD,
+        # The recipe's schedule in epochs: each iteration value left at -1 (train.max_iter,
+        # lr_scheduler.lr_drop / lr_drop_period, train.checkpointer.period, train.eval_period) is
+        # this many epochs of the training set when training starts (mdetr_d2.engine.epochs).
+        "schedule_in_epochs": {
+            "max_iter": cfg.SOLVER.EPOCHS,
+            "lr_drop": cfg.SOLVER.LR_DROP_EPOCHS,
+            "lr_drop_period": cfg.SOLVER.LR_DROP_PERIOD_EPOCHS,
+            "checkpoint_period": cfg.SOLVER.CHECKPOINT_PERIOD_EPOCHS,
+            "eval_period": cfg.TEST.EVAL_PERIOD_EPOCHS,
+            "epoch_chunks": cfg.SOLVER.EPOCH_CHUNKS,
+        },
         "log_period": 20,
         "device": cfg.MODEL.DEVICE,
         "seed": cfg.SEED,

@@ -11,6 +11,7 @@ import logging
 from collections import OrderedDict
 
 from detectron2.config import instantiate
+from detectron2.data.common import DatasetFromList
 from detectron2.engine import create_ddp_model, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
@@ -19,11 +20,37 @@ from torch import nn
 
 from ..checkpoint import MDETRCheckpointer
 from .ema import EMAHook, ModelEMA
+from .epochs import ResolvedSchedule, resolve_iterations
 from .train_loop import MDETRSimpleTrainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["do_test", "do_train"]
+__all__ = ["do_test", "do_train", "resolve_lazy_schedule"]
+
+
+def resolve_lazy_schedule(cfg: DictConfig, num_datapoints: int, world_size: int) -> ResolvedSchedule:
+    """Resolve, in place, the iteration values of a lazy recipe left at -1 from
+    ``train.schedule_in_epochs`` (the yacs rule, :func:`mdetr_d2.engine.epochs.resolve_iterations`;
+    keys are reported under their yacs names)."""
+    train, scheduler = cfg.train, cfg.lr_scheduler
+    places = {  # yacs key -> (node, field, name in train.schedule_in_epochs)
+        "SOLVER.MAX_ITER": (train, "max_iter", "max_iter"),
+        "SOLVER.LR_DROP": (scheduler, "lr_drop", "lr_drop"),
+        "SOLVER.LR_DROP_PERIOD": (scheduler, "lr_drop_period", "lr_drop_period"),
+        "SOLVER.CHECKPOINT_PERIOD": (train.checkpointer, "period", "checkpoint_period"),
+        "TEST.EVAL_PERIOD": (train, "eval_period", "eval_period"),
+    }
+    epochs = train.schedule_in_epochs
+    resolved = resolve_iterations(
+        {key: node[field] for key, (node, field, _) in places.items()},
+        {key: epochs[name] for key, (_, _, name) in places.items()},
+        num_datapoints=num_datapoints, world_size=world_size,
+        images_per_batch=cfg.dataloader.train.total_batch_size,
+        epoch_chunks=epochs.epoch_chunks, schedule=scheduler.schedule,
+    )
+    for key, (node, field, _) in places.items():
+        node[field] = resolved.values[key]
+    return resolved
 
 
 def do_test(cfg: DictConfig, model: nn.Module) -> dict:
@@ -56,6 +83,11 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict:
         the EMA weights when the EMA is on, as officially).
     """
     train = cfg.train
+    # The training set once: its length resolves the schedule, then the loader samples it.
+    train_set = instantiate(cfg.dataloader.train.dataset)
+    logger.info("Schedule: %s", resolve_lazy_schedule(cfg, len(train_set), comm.get_world_size())
+                .describe())
+    cfg.dataloader.train.dataset = DatasetFromList(train_set, copy=False)
     model = instantiate(cfg.model).to(train.device)
     logger.info("Model:\n%s", model)
     cfg.optimizer.model = model
