@@ -41,6 +41,7 @@ import numpy as np
 
 from .dataset_mapper import CLEVR_ATTRIBUTES
 from .datasets import _paths
+from .datasets.mdetr_json import CLEVR_IMAGE_HW
 from .datasets.register_refexp import REFEXP_SPLITS
 from .synthetic import (
     SHAPES,
@@ -61,9 +62,8 @@ from .synthetic import (
     sample_scene,
 )
 
-__all__ = ["CLEVR_IMAGE_SIZE", "LVIS_FREQUENCIES", "write_recipe_datasets"]
+__all__ = ["LVIS_FREQUENCIES", "write_recipe_datasets"]
 
-CLEVR_IMAGE_SIZE = (480, 320)  # (width, height) of every CLEVR / CLEVR-Ref+ image
 # LVIS frequency group of each synthetic category (rare / common / frequent).
 LVIS_FREQUENCIES = {"circle": "f", "square": "f", "triangle": "c", "star": "c", "diamond": "r"}
 
@@ -420,7 +420,7 @@ class _RecipeWriter:
         first, boxes from the second (object order is the same)."""
         rng = _rng(self.seed, family, split, i)
         scene = sample_scene(rng)
-        big = _resized(scene, *CLEVR_IMAGE_SIZE)
+        big = _resized(scene, width=CLEVR_IMAGE_HW[1], height=CLEVR_IMAGE_HW[0])
         file_name = f"CLEVR_{split}_{i:06d}.png"
         _save(big, folder / split / file_name)
         return rng, scene, big, file_name
