@@ -28,6 +28,10 @@ def add_mdetr_config(cfg: CN) -> None:
     # Load ImageNet weights for the backbone when building (torchvision / timm; downloads once).
     # Off by default: fine-tuning and evaluation start from MODEL.WEIGHTS instead.
     m.BACKBONE_PRETRAINED = False
+    # ResNet deployment path: every frozen BatchNorm folded into its convolution, channels-last
+    # memory. Faster (README "Performance"), but float rounding differs from the official code
+    # (README "Parity"). Off: the official arithmetic (official weights give the official outputs).
+    m.BACKBONE_FAST_PATH = False
     # Transformer (cross-encoder + decoder), post-norm.
     m.HIDDEN_DIM = 256
     m.NHEADS = 8

@@ -27,10 +27,12 @@ def test_benchmark_writes_every_field(tmp_path):
     r = json.loads(out.read_text())
     assert {"device", "threads", "model", "options", "inference", "training", "captions", "table"} <= set(r)
     assert [row["batch"] for row in r["inference"]] == [1, 2]
+    assert r["options"]["modes"] == ["exact", "fast"]  # both backbone arithmetic modes by default
     for row in r["inference"]:
         assert row["input"] == [64, 96]
-        assert {"latency_ms_median", "throughput", "peak_mb"} <= set(row["ours"])
-    assert {"iters_per_s", "peak_mb"} <= set(r["training"][0]["ours"])
+        for mode in ("exact", "fast"):
+            assert {"latency_ms_median", "throughput", "peak_mb"} <= set(row["ours"][mode])
+    assert {"iters_per_s", "peak_mb"} <= set(r["training"][0]["ours"]["fast"])
     assert r["captions"]["captions"] == 3 and r["captions"]["speedup"] > 0
     assert r["captions"]["max_abs_box_diff_px"] < 1e-2  # batched captions == naive loop
     assert "| inference" in r["table"]
@@ -49,7 +51,12 @@ def test_official_shims_and_key_mapping(tmp_path, official_fixtures):
         "--output", str(out),
     ])
     r = json.loads(out.read_text())
-    assert rc == 0 and r["inference"][0]["outputs_agree"]
-    # In float64 only the order of operations differs: the same function to ~1e-12.
-    assert max(r["inference"][0]["max_abs_diff_fp64"].values()) < 1e-9
-    assert {"speedup", "official"} <= set(r["inference"][0]) and "speedup" in r["training"][0]
+    row = r["inference"][0]
+    assert rc == 0 and row["outputs_agree"]["exact"]
+    # The exact mode computes the official backbone arithmetic: same features, bit for bit.
+    assert row["max_abs_diff"]["exact"]["res5"] == 0.0
+    # In float64 only the order of operations differs: the same function to ~1e-12, in both modes.
+    for mode in ("exact", "fast"):
+        assert max(row["fp64"]["same_function"][mode].values()) < 1e-9
+    assert set(row["fp64"]["fp32_vs_fp64"]) == {"exact", "fast", "official"}
+    assert set(row["speedup"]) == {"exact", "fast"} and set(r["training"][0]["speedup"]) == {"exact", "fast"}

@@ -4,6 +4,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 from mdetr_d2.modeling.backbone import FrozenBatchNormAct2d, MDETREfficientNet, MDETRResNet
@@ -99,7 +100,7 @@ def test_resnet_backbones_follow_mdetr(depth, channels):
     trainable = [n for n, p in backbone.named_parameters() if p.requires_grad]
     assert all(n.startswith(("body.conv1", "body.layer1")) for n in frozen) and frozen
     assert all(n.startswith(("body.layer2", "body.layer3", "body.layer4")) for n in trainable)
-    bns = [m for m in backbone.modules() if type(m).__name__ == "FrozenBatchNorm2d"]
+    bns = [m for m in backbone.modules() if isinstance(m, FrozenBatchNorm2d)]
     assert bns and all(m.eps == 1e-5 for m in bns)
     # Stride on the 3x3 conv (torchvision layout), as the released weights expect.
     if depth == 50:

@@ -4,6 +4,8 @@ the official MDETR code on the same weights, side by side.
 
 What is measured (all on one synthetic padded batch, at the evaluation resolution by default):
 
+* both backbone arithmetic modes (``--modes``) on the same weights: "exact" (the default config: the
+  official arithmetic) and "fast" (``MODEL.MDETR.BACKBONE_FAST_PATH``: folded BN, channels-last);
 * inference: latency and images/s of the network (backbone, text encoder, cross-encoder, decoder,
   heads), for batch 1 and a larger batch;
 * training: iterations/s of a full step (forward, losses with Hungarian matching, backward, gradient
@@ -13,8 +15,10 @@ What is measured (all on one synthetic padded batch, at the evaluation resolutio
   N single-caption calls;
 * with ``--official PATH`` (a checkout of the official MDETR code, not part of this repository): the
   official model is built with the same weights (our state dict converted back to official names),
-  the outputs are compared (``--atol``), and our/official ratios are reported. ResNet backbones only
-  (the official EfficientNet path needs timm 0.4.x, reference §9).
+  the outputs (logits, boxes, projections, ``res5`` features) are compared (``--atol``, strict for the
+  exact mode), and our/official ratios are reported; ``--fp64-check`` also runs everything in float64
+  and reports each float32 run's distance from it. ResNet backbones only (the official EfficientNet
+  path needs timm 0.4.x, reference §9).
 
 Memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU the resident-set high-water mark
 (``VmHWM``), reset before each phase through ``/proc/self/clear_refs`` (Linux), so each phase reports
@@ -260,7 +264,8 @@ def summary(times: list[float], items: int) -> dict:
             "latency_ms_mean": 1e3 * statistics.fmean(times), "throughput": items / med, "iters": len(times)}
 
 
-def max_abs_diff(ours: dict, theirs: dict, keys=("pred_logits", "pred_boxes", "proj_queries", "proj_tokens"),
+def max_abs_diff(ours: dict, theirs: dict,
+                 keys=("pred_logits", "pred_boxes", "proj_queries", "proj_tokens", "res5"),
                  dtype: torch.dtype = torch.float32) -> dict:
     diffs = {}
     for k in keys:
@@ -373,6 +378,12 @@ class OfficialMDETR:
         cache = self.model(samples, captions, encode_and_save=True)
         return self.model(samples, captions, encode_and_save=False, memory_cache=cache)
 
+    def outputs(self, images: torch.Tensor, mask: torch.Tensor, captions: list[str]) -> dict:
+        """:meth:`forward` plus the backbone's stride-32 features (``res5``), for the comparisons."""
+        with torch.no_grad():
+            res5 = list(self.model.backbone[0].body(images).values())[-1]
+            return _with_res5(self.forward(images, mask, captions), res5)
+
     def targets(self, model, inputs: list[dict], padded: torch.Tensor):
         """Official targets and the collated binary positive map from our training dicts."""
         targets, maps = [], []
@@ -399,61 +410,114 @@ def _autocast(args, device):
     return torch.autocast(device.type, dtype=torch.bfloat16 if args.amp == "bf16" else torch.float16)
 
 
-def padded_batch(model, inputs: list[dict], channels_last: bool):
+def padded_batch(model, inputs: list[dict]):
     images = model.preprocess_image(inputs)
-    mask = model.padding_mask(images)
-    tensor = images.tensor
-    if channels_last:
-        tensor = tensor.contiguous(memory_format=torch.channels_last)
-    return tensor, mask
+    return images.tensor, model.padding_mask(images)
 
 
-def run_inference(args, model, official, device, results: dict) -> None:
+def models_by_mode(cfg, model, modes: list[str]) -> dict:
+    """Our model in each backbone arithmetic mode ("exact": the official arithmetic, the default;
+    "fast": ``MODEL.MDETR.BACKBONE_FAST_PATH``), all with the weights of ``model``."""
+    from detectron2.modeling import build_model
+
+    out = {}
+    for mode in modes:
+        fast = mode == "fast"
+        if fast == cfg.MODEL.MDETR.BACKBONE_FAST_PATH:
+            out[mode] = model
+            continue
+        if cfg.MODEL.BACKBONE.NAME != "build_mdetr_resnet_backbone":
+            raise ValueError("the fast backbone path exists for the ResNet backbones only")
+        other_cfg = cfg.clone()
+        other_cfg.defrost()
+        other_cfg.MODEL.MDETR.BACKBONE_FAST_PATH = fast
+        other = build_model(other_cfg).eval()
+        other.load_state_dict(model.state_dict())
+        out[mode] = other
+    return out
+
+
+def _with_res5(outputs: dict, res5: torch.Tensor) -> dict:
+    return {**outputs, "res5": res5}
+
+
+def ours_outputs(model, images, mask, captions) -> dict:
+    """The network outputs and the backbone's stride-32 features, for the comparisons (not timed)."""
+    with torch.no_grad():
+        return _with_res5(model.forward_network(images, mask, captions), model.backbone(images)["res5"])
+
+
+def run_inference(args, models: dict, official, device, results: dict) -> None:
+    first = next(iter(models.values()))
     for batch in args.batch_sizes:
-        inputs = training_inputs(model, model.text_encoder.tokenizer, batch, args.short_side, args.long_side)
-        images, mask = padded_batch(model, inputs, args.channels_last)
+        inputs = training_inputs(first, first.text_encoder.tokenizer, batch, args.short_side, args.long_side)
+        images, mask = padded_batch(first, inputs)
         captions = [x["caption"] for x in inputs]
-        row = {"batch": batch, "input": list(images.shape[-2:])}
+        row = {"batch": batch, "input": list(images.shape[-2:]), "ours": {}}
 
-        def ours():
-            with torch.no_grad(), _autocast(args, device):
-                return model.forward_network(images, mask, captions)
+        def forward(model):
+            def fn():
+                with torch.no_grad(), _autocast(args, device):
+                    return model.forward_network(images, mask, captions)
+            return fn
 
-        fns = {"ours": ours}
+        fns = {mode: forward(model) for mode, model in models.items()}
         if official is not None:
             def theirs():
                 with torch.no_grad(), _autocast(args, device):
-                    return official.forward(images.contiguous(), mask, captions)
+                    return official.forward(images, mask, captions)
 
             fns["official"] = theirs
         times = timed_interleaved(fns, args.iters, args.warmup, device)
         for name, fn in fns.items():
-            row[name] = {**summary(times[name], batch), "peak_mb": peak_memory(fn, device)}
+            entry = {**summary(times[name], batch), "peak_mb": peak_memory(fn, device)}
+            if name == "official":
+                row["official"] = entry
+            else:
+                row["ours"][name] = entry
         if official is not None:
-            row["speedup"] = row["ours"]["throughput"] / row["official"]["throughput"]
-            row["max_abs_diff"] = max_abs_diff(ours(), theirs())
-            row["outputs_agree"] = all(v <= args.atol for v in row["max_abs_diff"].values())
+            with _autocast(args, device):
+                reference = official.outputs(images, mask, captions)
+                mine = {mode: ours_outputs(m, images, mask, captions) for mode, m in models.items()}
+            row["speedup"] = {mode: row["ours"][mode]["throughput"] / row["official"]["throughput"]
+                              for mode in models}
+            row["max_abs_diff"] = {mode: max_abs_diff(out, reference) for mode, out in mine.items()}
+            # The scale of each output, to read the differences against.
+            row["official_max_abs"] = {k: reference[k].abs().max().item()
+                                       for k in ("pred_logits", "pred_boxes", "res5")}
+            row["outputs_agree"] = {mode: all(v <= args.atol for v in d.values())
+                                    for mode, d in row["max_abs_diff"].items()}
             if args.fp64_check:
-                row["max_abs_diff_fp64"] = fp64_diff(model, official, images, mask, captions)
+                row["fp64"] = fp64_check(models, official, images, mask, captions,
+                                         {**mine, "official": reference})
         results["inference"].append(row)
         logger.info("inference %s", json.dumps(row))
 
 
-def fp64_diff(model, official, images: torch.Tensor, mask: torch.Tensor, captions: list[str]) -> dict:
-    """Both models once in float64: float32 rounding (larger through channels-last kernels and a
-    deep backbone) is then gone, and what is left measures whether the two compute the same function."""
-    model.double()
-    official.model.double()
+def fp64_check(models: dict, official, images: torch.Tensor, mask: torch.Tensor, captions: list[str],
+               fp32_outputs: dict) -> dict:
+    """Both models once in float64. ``same_function``: ours (each mode) vs official in float64, where
+    float32 rounding is gone and what is left measures whether the two compute the same function;
+    ``fp32_vs_fp64``: how far each float32 run (our modes, the official code) is from the float64 one."""
     try:
-        with torch.no_grad():
-            return max_abs_diff(model.forward_network(images.double(), mask, captions),
-                                official.forward(images.double().contiguous(), mask, captions), dtype=torch.float64)
+        official.model.double()
+        reference = official.outputs(images.double(), mask, captions)
+        same = {}
+        for mode, model in models.items():
+            model.double()
+            try:
+                same[mode] = max_abs_diff(ours_outputs(model, images.double(), mask, captions), reference,
+                                          dtype=torch.float64)
+            finally:
+                model.float()  # float32 -> float64 -> float32 is exact: the weights are unchanged
     finally:
-        model.float()  # float32 -> float64 -> float32 is exact: the weights are unchanged
         official.model.float()
+    return {"same_function": same,
+            "fp32_vs_fp64": {name: max_abs_diff(out, reference, dtype=torch.float64)
+                             for name, out in fp32_outputs.items()}}
 
 
-def run_training(args, cfg, model, official, device, results: dict) -> None:
+def run_training(args, cfg, models: dict, official, device, results: dict) -> None:
     from detectron2.utils.events import EventStorage
 
     from mdetr_d2.engine.optimizer import build_mdetr_optimizer
@@ -464,29 +528,35 @@ def run_training(args, cfg, model, official, device, results: dict) -> None:
         # The official main.py: torch.optim.AdamW with PyTorch's default (per-parameter loop on CPU).
         return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5, weight_decay=1e-4)
 
-    for batch in args.train_batch_sizes:
-        inputs = training_inputs(model, model.text_encoder.tokenizer, batch, args.short_side, args.long_side)
-        row = {"batch": batch}
-        model.train()
+    def ours_step(model, inputs):
         opt = build_mdetr_optimizer(cfg, model)  # what MDETRTrainer trains with (fused AdamW groups)
 
-        def ours_step():
+        def step():
             with _autocast(args, device):
                 losses = model(inputs)
             loss = sum(losses.values())
-            opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
+            # Gradients freed after the step, not before the next one: the models timed in turn do
+            # not hold each other's gradients.
+            opt.zero_grad(set_to_none=True)
             return loss
+        return step
 
-        fns = {"ours": ours_step}
+    first = next(iter(models.values()))
+    for batch in args.train_batch_sizes:
+        inputs = training_inputs(first, first.text_encoder.tokenizer, batch, args.short_side, args.long_side)
+        row = {"batch": batch, "ours": {}}
+        for model in models.values():
+            model.train()
+        fns = {mode: ours_step(model, inputs) for mode, model in models.items()}
         if official is not None:
             om = official.model
             om.train()
             oopt = official_optimizer(om)
-            images, mask = padded_batch(model, inputs, False)
-            targets, pmap = official.targets(model, inputs, images)
+            images, mask = padded_batch(first, inputs)
+            targets, pmap = official.targets(first, inputs, images)
             captions = [x["caption"] for x in inputs]
 
             def official_step():
@@ -494,22 +564,28 @@ def run_training(args, cfg, model, official, device, results: dict) -> None:
                     outputs = official.forward(images, mask, captions)
                     loss_dict = official.criterion(outputs, targets, pmap)
                 loss = sum(loss_dict[k] * official.weight_dict[k] for k in loss_dict if k in official.weight_dict)
-                oopt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(om.parameters(), clip)
                 oopt.step()
+                oopt.zero_grad(set_to_none=True)
                 return loss
 
             fns["official"] = official_step
         with EventStorage():
             times = timed_interleaved(fns, args.train_iters, args.warmup, device)
             for name, fn in fns.items():
-                row[name] = {**summary(times[name], batch), "iters_per_s": 1 / statistics.median(times[name]),
-                             "peak_mb": peak_memory(fn, device)}
+                entry = {**summary(times[name], batch), "iters_per_s": 1 / statistics.median(times[name]),
+                         "peak_mb": peak_memory(fn, device)}
+                if name == "official":
+                    row["official"] = entry
+                else:
+                    row["ours"][name] = entry
         if official is not None:
-            row["speedup"] = row["ours"]["iters_per_s"] / row["official"]["iters_per_s"]
+            row["speedup"] = {mode: row["ours"][mode]["iters_per_s"] / row["official"]["iters_per_s"]
+                              for mode in models}
             om.eval()
-        model.eval()
+        for model in models.values():
+            model.eval()
         results["training"].append(row)
         logger.info("training %s", json.dumps(row))
 
@@ -540,34 +616,44 @@ def run_captions(args, predictor, device, results: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-def _fp64_note(row: dict) -> str:
-    return f" (fp64: {max(row['max_abs_diff_fp64'].values()):.1e})" if "max_abs_diff_fp64" in row else ""
+def _diff_note(diffs: dict) -> str:
+    """logits / boxes / res5 of one comparison."""
+    return " / ".join(f"{diffs[k]:.1e}" if k in diffs else "-" for k in ("pred_logits", "pred_boxes", "res5"))
 
 
 def format_table(results: dict) -> str:
+    modes = results["options"]["modes"]
+    head = ["phase", "batch", "input", *(f"ours {m}" for m in modes), "official",
+            *(f"{m}/official" for m in modes), *(f"max |{m} - official| logits / boxes / res5" for m in modes)]
     lines = [f"device: {results['device']}  threads: {results['threads']}  amp: {results['options']['amp']}  "
-             f"channels_last: {results['options']['channels_last']}  compile: {results['options']['compile']}",
-             "| phase | batch | input | ours | official | ours/official | max |diff| |",
-             "|---|---|---|---|---|---|---|"]
+             f"compile: {results['options']['compile']}",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(phase, r, size, fmt):
+        off = r.get("official")
+        cells = [phase, str(r["batch"]), size, *(fmt(r["ours"][m]) for m in modes), fmt(off) if off else "-"]
+        cells += [f"{r['speedup'][m]:.2f}x" if off else "-" for m in modes]
+        cells += [_diff_note(r["max_abs_diff"][m]) if "max_abs_diff" in r else "-" for m in modes]
+        lines.append("| " + " | ".join(cells) + " |")
+
     for r in results["inference"]:
-        off = r.get("official")
-        lines.append(
-            f"| inference (img/s, ms) | {r['batch']} | {r['input'][0]}x{r['input'][1]} | "
-            f"{r['ours']['throughput']:.3f} ({r['ours']['latency_ms_median']:.0f} ms) | "
-            + (f"{off['throughput']:.3f} ({off['latency_ms_median']:.0f} ms) | {r['speedup']:.2f}x | "
-               f"{max(r['max_abs_diff'].values()):.1e}{_fp64_note(r)} |" if off else "- | - | - |"))
+        row("inference (img/s, ms)", r, f"{r['input'][0]}x{r['input'][1]}",
+            lambda e: f"{e['throughput']:.3f} ({e['latency_ms_median']:.0f} ms)")
     for r in results["training"]:
-        off = r.get("official")
-        lines.append(
-            f"| training (it/s, peak MB) | {r['batch']} | {results['train_input']} | "
-            f"{r['ours']['iters_per_s']:.3f} ({r['ours']['peak_mb']:.0f}) | "
-            + (f"{off['iters_per_s']:.3f} ({off['peak_mb']:.0f}) | {r['speedup']:.2f}x | - |" if off
-               else "- | - | - |"))
+        row("training (it/s, peak MB)", r, results["train_input"],
+            lambda e: f"{e['iters_per_s']:.3f} ({e['peak_mb']:.0f})")
+    for r in results["inference"]:
+        if "fp64" in r:
+            dist = r["fp64"]["fp32_vs_fp64"]
+            lines.append(f"fp64, batch {r['batch']}: max |fp32 - fp64| logits / boxes / res5: "
+                         + "; ".join(f"{name} {_diff_note(d)}" for name, d in dist.items())
+                         + "; same function (ours fp64 vs official fp64): "
+                         + "; ".join(f"{m} {max(d.values()):.1e}" for m, d in r["fp64"]["same_function"].items()))
     c = results.get("captions")
     if c:
-        lines.append(f"| {c['captions']} captions, 1 image (s) | 1 | - | {c['batched']['latency_ms_median'] / 1e3:.2f} "
-                     f"| naive loop {c['naive_loop']['latency_ms_median'] / 1e3:.2f} | {c['speedup']:.2f}x | "
-                     f"{c['max_abs_box_diff_px']:.1e} px |")
+        lines.append(f"{c['captions']} captions on 1 image: predict_captions {c['batched']['latency_ms_median'] / 1e3:.2f} s, "
+                     f"naive loop {c['naive_loop']['latency_ms_median'] / 1e3:.2f} s ({c['speedup']:.2f}x), "
+                     f"max box diff {c['max_abs_box_diff_px']:.1e} px")
     return "\n".join(lines)
 
 
@@ -588,10 +674,13 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--captions", type=int, default=0, help="many-captions mode: N phrases on one image")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
-    p.add_argument("--channels-last", action="store_true", help="backbone in channels-last memory format")
+    p.add_argument("--modes", nargs="+", choices=["exact", "fast"], default=["exact", "fast"],
+                   help="backbone arithmetic modes to measure (same weights): exact = the official arithmetic "
+                        "(default config), fast = MODEL.MDETR.BACKBONE_FAST_PATH (folded BN, channels-last)")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone and the transformer")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    p.add_argument("--atol", type=float, default=1e-4, help="max |ours - official| allowed on the outputs")
+    p.add_argument("--atol", type=float, default=1e-4,
+                   help="max |ours - official| allowed on the outputs of the exact mode (exit code 1 beyond)")
     p.add_argument("--fp64-check", action="store_true",
                    help="with --official: also compare both models run in float64 (same function?)")
     p.add_argument("--seed", type=int, default=0)
@@ -618,17 +707,16 @@ def main(argv=None) -> int:
         images = ((images.float().to(device) - model.pixel_mean) / model.pixel_std)[None]
         calibrate_frozen_bn(model.backbone, images)
 
+    models = models_by_mode(cfg, model, args.modes)
     official = None
     if args.official:
         official = OfficialMDETR(args.official, OfficialMDETR.args_from_cfg(cfg), device)
         official.load_from(model)
         official.model.eval()
-    # Our options are applied after the official model got our (unchanged) weights.
-    if args.channels_last:
-        model.backbone.to(memory_format=torch.channels_last)
     if args.compile:
-        model.backbone.compile()
-        model.transformer.compile()
+        for m in models.values():
+            m.backbone.compile()
+            m.transformer.compile()
 
     results = {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
@@ -639,14 +727,14 @@ def main(argv=None) -> int:
                   "text_hidden": model.text_encoder.output_dim,
                   "text_layers": model.text_encoder.body.config.num_hidden_layers,
                   "params_m": sum(p.numel() for p in model.parameters()) / 1e6},
-        "options": {"amp": args.amp, "channels_last": args.channels_last, "compile": args.compile,
+        "options": {"amp": args.amp, "modes": args.modes, "compile": args.compile,
                     "iters": args.iters, "train_iters": args.train_iters, "warmup": args.warmup},
         "train_input": f"{args.short_side}x{args.long_side}",
         "official": bool(official), "inference": [], "training": [], "captions": None,
     }
-    run_inference(args, model, official, device, results)
+    run_inference(args, models, official, device, results)
     if args.train_batch_sizes:
-        run_training(args, cfg, model, official, device, results)
+        run_training(args, cfg, models, official, device, results)
     if args.captions:
         run_captions(args, predictor, device, results)
     table = format_table(results)
@@ -655,9 +743,10 @@ def main(argv=None) -> int:
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(results, indent=2, default=str))
-    agree = [r.get("outputs_agree", True) for r in results["inference"]]
+    # Strict for the exact mode only: the fast mode's distance is measured and reported, not bounded.
+    agree = [r["outputs_agree"]["exact"] for r in results["inference"] if "exact" in r.get("outputs_agree", {})]
     if args.amp == "none" and not all(agree):
-        logger.error("ours and the official outputs differ by more than %g", args.atol)
+        logger.error("ours (exact mode) and the official outputs differ by more than %g", args.atol)
         return 1
     return 0
 

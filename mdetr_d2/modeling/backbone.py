@@ -1,7 +1,10 @@
 """MDETR's image backbones as Detectron2 ``Backbone``s (reference §1.2).
 
 * ResNet-18/34/50/101 in torchvision's layout (stride on the 3x3 conv), every BatchNorm frozen with
-  eps 1e-5, stem + res2 frozen (``FREEZE_AT=2``).
+  eps 1e-5, stem + res2 frozen (``FREEZE_AT=2``). By default it computes the official arithmetic
+  (convolution, then ``x * scale + bias``, contiguous memory), so official weights give the
+  official outputs bit for bit; ``fast=True`` folds each frozen BN into its convolution and runs
+  channels-last (faster, different float rounding; README "Parity with the official code").
 * The tf-EfficientNet family from timm, with MDETR's semantics made explicit: each BatchNorm is frozen
   (eps 1e-5, what the released weights were trained with) and *followed by its activation*. Newer timm
   fuses BN and SiLU into ``BatchNormAct2d``; the official code's BN replacement silently drops the SiLU
@@ -27,14 +30,30 @@ _RESNET_CHANNELS = {18: (64, 128, 256, 512), 34: (64, 128, 256, 512),
 FROZEN_BN_EPS = 1e-5
 
 
-def _frozen_bn(num_features: int) -> FrozenBatchNorm2d:
-    return FrozenBatchNorm2d(num_features, eps=FROZEN_BN_EPS)
+class OfficialFrozenBatchNorm2d(FrozenBatchNorm2d):
+    """Frozen BatchNorm computed as the official MDETR code computes it (reference §1.2).
+
+    ``scale = weight * rsqrt(running_var + eps)``, ``shift = bias - running_mean * scale``, then
+    ``x * scale + shift`` in the input's memory format, with or without gradients. Detectron2's
+    parent calls ``F.batch_norm`` when no gradient is needed, which rounds differently (~1e-4 on
+    ResNet-50 features); this class keeps the official rounding always. Same buffers, state dict.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+
+def _frozen_bn(num_features: int) -> OfficialFrozenBatchNorm2d:
+    return OfficialFrozenBatchNorm2d(num_features, eps=FROZEN_BN_EPS)
 
 
 def conv_frozen_bn(conv: nn.Conv2d, bn: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """``bn(conv(x))`` as one convolution: the frozen affine is folded into the kernel and bias.
+    """``bn(conv(x))`` as one convolution: the frozen affine is folded into the kernel and bias (the
+    fast path).
 
-    Same function (up to float rounding) and the same parameters/gradients for ``conv``; it saves the
+    Same function up to float rounding and the same parameters/gradients for ``conv``; it saves the
     separate normalisation pass over the activation (about a fifth of the ResNet's CPU time) and the
     activation it would keep for backward.
     """
@@ -85,14 +104,16 @@ class MDETRResNet(_LevelsBackbone):
 
     @configurable
     def __init__(self, depth: int = 101, freeze_at: int = 2, out_features: list[str] | None = None,
-                 pretrained: bool = False, channels_last: bool = True):
+                 pretrained: bool = False, fast: bool = False):
         """
         Args:
-            channels_last: run the convolutions in channels-last memory format (faster with oneDNN on
-                CPU and with cuDNN tensor cores; same results up to float rounding).
+            fast: the deployment path: every frozen BN folded into its convolution and channels-last
+                memory format (faster on CPU with oneDNN and with cuDNN tensor cores; same
+                weights, same function, different float rounding). False: the official
+                arithmetic, bit for bit.
         """
         super().__init__()
-        self.channels_last = channels_last
+        self.fast = fast
         if depth not in _RESNET_CHANNELS:
             raise ValueError(f"MDETR ResNet depth must be one of {sorted(_RESNET_CHANNELS)}, got {depth}")
         weights = "IMAGENET1K_V1" if pretrained else None  # the legacy `pretrained=True` weights
@@ -109,6 +130,7 @@ class MDETRResNet(_LevelsBackbone):
             "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
             "out_features": _out_features(cfg),
             "pretrained": cfg.MODEL.MDETR.BACKBONE_PRETRAINED,
+            "fast": cfg.MODEL.MDETR.BACKBONE_FAST_PATH,
         }
 
     def freeze(self, freeze_at: int) -> None:
@@ -120,15 +142,18 @@ class MDETRResNet(_LevelsBackbone):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         b = self.body
-        if self.channels_last:
+        if self.fast:
+            # torchvision's modules and parameters, each FrozenBN folded into its conv.
             x = x.contiguous(memory_format=torch.channels_last)
-        # Same modules and parameters as torchvision's forward, with each FrozenBN folded into its conv.
-        x = b.maxpool(F.relu(conv_frozen_bn(b.conv1, b.bn1, x), inplace=True))
+            x = b.maxpool(F.relu(conv_frozen_bn(b.conv1, b.bn1, x), inplace=True))
+        else:
+            # torchvision's own modules in torchvision's order: the official computation.
+            x = b.maxpool(b.relu(b.bn1(b.conv1(x.contiguous()))))
         outputs = {}
         last = max(self._out_features, key=_LEVELS.index)
         for name, layer in zip(_LEVELS, (b.layer1, b.layer2, b.layer3, b.layer4)):
             for block in layer:
-                x = _residual_block(block, x)
+                x = _residual_block(block, x) if self.fast else block(x)
             if name in self._out_features:
                 outputs[name] = x
             if name == last:
@@ -136,7 +161,7 @@ class MDETRResNet(_LevelsBackbone):
         return outputs
 
 
-class FrozenBatchNormAct2d(FrozenBatchNorm2d):
+class FrozenBatchNormAct2d(OfficialFrozenBatchNorm2d):
     """Frozen BatchNorm followed by an activation (timm ``BatchNormAct2d`` with frozen statistics)."""
 
     def __init__(self, num_features: int, act: nn.Module, eps: float = FROZEN_BN_EPS):
