@@ -106,6 +106,10 @@ def add_mdetr_config(cfg: CN) -> None:
     # Weights a weights-only load (MODEL.WEIGHTS) takes from an official file or one of our training
     # checkpoints: "model_ema" (the paper's numbers; falls back to "model" when absent) or "model".
     m.WEIGHTS_KEY = "model_ema"
+    # Loading weights whose shape disagrees with the model is an error listing them, except for
+    # the parameter names matching one of these regular expressions (re.match), which keep their
+    # initialization: fine-tuning into a different head, e.g. ['qa_head\.'] for new QA answers.
+    m.SKIP_MISMATCHED_WEIGHTS = []
 
     cfg.TEST.MDETR_EVAL = CN()
     # Also report class-agnostic COCO box (and mask) AP on detection-style splits (§7.1).

@@ -23,7 +23,7 @@ class MDETRPredictor:
         self.cfg = cfg.clone()
         self.model = build_model(self.cfg).eval()
         if cfg.MODEL.WEIGHTS:
-            checkpointer = MDETRCheckpointer(self.model, weights_key=cfg.MODEL.MDETR.WEIGHTS_KEY)
+            checkpointer = MDETRCheckpointer.from_config(cfg, self.model)
             checkpointer.load(cfg.MODEL.WEIGHTS, checkpointables=[])
         self.augmentations = T.AugmentationList(build_augmentation_from_config(cfg, is_train=False))
         self.image_format = image_format

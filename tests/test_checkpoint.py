@@ -14,6 +14,7 @@ from mdetr_d2.checkpoint import (
     convert_official_state_dict,
     official_cfg,
 )
+from mdetr_d2.predictor import MDETRPredictor
 
 from .conftest import tiny_mdetr_cfg
 
@@ -148,3 +149,93 @@ def test_non_mdetr_checkpoint_is_refused(tiny_model, tmp_path):
         MDETRCheckpointer(tiny_model).load(str(path), checkpointables=[])
     with pytest.raises(SystemExit, match="not an official MDETR checkpoint"):
         _convert([str(path), str(tmp_path / "out.pth")])
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights whose shapes disagree with the model
+def test_mismatched_shapes_are_refused_with_keys_and_shapes(tiny_model, tiny_text_encoder, tmp_path,
+                                                            official_fixtures):
+    ours = tmp_path / "ours.pth"
+    torch.save({"model": tiny_model.state_dict()}, ours)
+    # Our checkpoint of a 64-wide model into a 32-wide config (MODEL.WEIGHTS of the predictor).
+    cfg = tiny_mdetr_cfg(tiny_text_encoder, **{"MODEL.MDETR.HIDDEN_DIM": 32, "MODEL.WEIGHTS": str(ours)})
+    with pytest.raises(CheckpointError) as info:
+        MDETRPredictor(cfg)
+    message = str(info.value)
+    assert str(ours) in message and "SKIP_MISMATCHED_WEIGHTS" in message
+    assert "query_embed.weight: (5, 64) in the checkpoint, (5, 32) in the model" in message
+    assert "input_proj.weight: (64, 512, 1, 1) in the checkpoint, (32, 512, 1, 1) in the model" in message
+    # An official file into a config that does not match it (5 queries instead of its 10).
+    src = str(official_fixtures / "det_r18" / "checkpoint.pth")
+    cfg = official_cfg(src, text_encoder=str(official_fixtures / "tiny_roberta"), device="cpu")
+    cfg.MODEL.MDETR.NUM_QUERIES = 5
+    with pytest.raises(CheckpointError, match=r"query_embed\.weight: \(10, 64\) in the checkpoint, \(5, 64\) in"):
+        MDETRPredictor(cfg)
+
+
+def test_mismatched_shapes_are_refused_in_training(tmp_path):
+    from .test_engine_trainer import TinyMDETR, TinyTrainer, register_tiny_datasets, tiny_cfg
+
+    register_tiny_datasets()
+    state = TinyMDETR().state_dict()
+    state["head.weight"] = torch.zeros(1, 9)
+    torch.save({"model": state}, tmp_path / "other.pth")
+    trainer = TinyTrainer(tiny_cfg(tmp_path / "out", **{"MODEL.WEIGHTS": str(tmp_path / "other.pth")}))
+    with pytest.raises(CheckpointError, match=r"head\.weight: \(1, 9\) in the checkpoint, \(1, 8\) in the model"):
+        trainer.resume_or_load(resume=False)
+
+
+def test_explicit_skip_fine_tunes_into_a_new_qa_vocabulary(tiny_text_encoder, tmp_path):
+    cfg = tiny_mdetr_cfg(tiny_text_encoder, **{"MODEL.MDETR.QA_HEAD": "gqa_single"})
+    torch.manual_seed(0)
+    state = build_model(cfg).state_dict()
+    # Trained with another answer vocabulary: 10 answers instead of GQA's 1853.
+    state["qa_head.answer_head.weight"] = torch.randn(10, 64)
+    state["qa_head.answer_head.bias"] = torch.randn(10)
+    torch.save({"model": state}, tmp_path / "qa10.pth")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "qa10.pth")
+    with pytest.raises(CheckpointError, match=r"qa_head\.answer_head\.weight: \(10, 64\) in the checkpoint, "
+                                              r"\(1853, 64\) in the model"):
+        MDETRPredictor(cfg)
+
+    cfg.MODEL.MDETR.SKIP_MISMATCHED_WEIGHTS = [r"qa_head\."]
+    torch.manual_seed(1)
+    initial = build_model(cfg).state_dict()
+    torch.manual_seed(1)
+    loaded = MDETRPredictor(cfg).model.state_dict()  # the same initialization, then the file
+    for k, v in loaded.items():
+        assert torch.equal(v, initial[k] if k.startswith("qa_head.answer_head.") else state[k]), k
+
+
+# --------------------------------------------------------------------------------------------------
+# Large files are read once
+@pytest.fixture
+def torch_loads(monkeypatch):
+    """Every torch.load call: (file, whether its tensors were memory-mapped instead of read)."""
+    calls, real = [], torch.load
+
+    def counting(f, *args, **kwargs):
+        calls.append((str(f), bool(kwargs.get("mmap"))))
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    return calls
+
+
+def test_official_file_is_read_once(official_fixtures, tmp_path, torch_loads):
+    src = str(official_fixtures / "det_r18" / "checkpoint.pth")
+    text = str(official_fixtures / "tiny_roberta")
+    build_official_model(src, text_encoder=text, device="cpu")
+    assert torch_loads == [(src, False)]
+    torch_loads.clear()
+    assert _convert([src, str(tmp_path / "out.pth"), "--config-out", str(tmp_path / "out.yaml"),
+                     "--text-encoder", text]) == 0
+    assert torch_loads == [(src, False)]
+    torch_loads.clear()
+    # What tools/demo.py --official does: the config from the file's args (metadata only, the tensors
+    # memory-mapped), then one read of the weights.
+    MDETRPredictor(official_cfg(src, text_encoder=text, device="cpu"))
+    assert torch_loads == [(src, True), (src, False)]
+    torch_loads.clear()
+    DetectionCheckpointer(build_model(official_cfg(src, text_encoder=text, device="cpu"))).load(src)
+    assert [read for read in torch_loads if not read[1]] == [(src, False)]

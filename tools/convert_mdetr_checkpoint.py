@@ -5,8 +5,8 @@
         [--weights model_ema|model] [--config-out refcoco_r101.yaml] [--text-encoder roberta-base]
 
 The output loads with a plain ``DetectionCheckpointer`` (``MODEL.WEIGHTS=model_refcoco_r101.pth``); the
-optional YAML holds the model keys that match the checkpoint's training arguments. Loading the input
-never executes pickled code (see ``mdetr_d2.checkpoint.load_checkpoint_file``).
+optional YAML holds the model keys that match the checkpoint's training arguments. The input is read
+once and never executes pickled code (see ``mdetr_d2.checkpoint.load_checkpoint_file``).
 """
 import argparse
 import logging
@@ -20,7 +20,7 @@ from mdetr_d2.checkpoint import (
     convert_official_state_dict,
     is_official_checkpoint,
     load_checkpoint_file,
-    official_cfg,
+    official_cfg_of,
     select_official_weights,
 )
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
                                   "(expected 'model' with MDETR keys and 'args' or 'model_ema')")
         state = convert_official_state_dict(select_official_weights(ckpt, args.weights, args.input))
         if args.config_out:
-            cfg = official_cfg(args.input, text_encoder=args.text_encoder, device="cpu")
+            cfg = official_cfg_of(ckpt, args.input, text_encoder=args.text_encoder, device="cpu")
             cfg.MODEL.WEIGHTS = args.output
             with open(args.config_out, "w") as f:
                 f.write(cfg.dump())

@@ -26,7 +26,8 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model).to(cfg.train.device)
         load_weights_for_evaluation(model, cfg.train.init_checkpoint, cfg.train.output_dir,
-                                    cfg.train.weights_key, resume=args.resume)
+                                    cfg.train.weights_key, resume=args.resume,
+                                    skip_mismatched=cfg.train.get("skip_mismatched_weights", ()))
         results = do_test(cfg, model.eval())
         return results if comm.is_main_process() else None
     results = do_train(cfg, resume=args.resume)

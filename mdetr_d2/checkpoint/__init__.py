@@ -1,7 +1,8 @@
-from .build import build_official_model, official_cfg
-from .checkpointer import MDETRCheckpointer
+from .build import build_official_model, official_cfg, official_cfg_of
+from .checkpointer import MDETRCheckpointer, atomic_write
 from .official import (
     CheckpointError,
+    UnsafeCheckpointError,
     convert_official_state_dict,
     is_official_checkpoint,
     load_checkpoint_file,
@@ -12,8 +13,11 @@ from .official import (
 __all__ = [
     "build_official_model",
     "official_cfg",
+    "official_cfg_of",
     "MDETRCheckpointer",
+    "atomic_write",
     "CheckpointError",
+    "UnsafeCheckpointError",
     "convert_official_state_dict",
     "is_official_checkpoint",
     "load_checkpoint_file",

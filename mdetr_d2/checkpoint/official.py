@@ -1,50 +1,127 @@
-"""Reading the official MDETR checkpoints (``{"model", "model_ema", "args", "epoch"[, "optimizer"]}``).
+"""Reading checkpoint files without running their code, and the official MDETR layout
+(``{"model", "model_ema", "args", "epoch"[, "optimizer"]}``).
 
-Loading never executes pickled code: files are read with ``torch.load(weights_only=True)`` and the only
-extra class allowed is ``argparse.Namespace`` (the official ``args``). Keys are renamed to this package's
-module layout (reference §2).
+No file we load can execute code, whatever its extension and whatever the environment says
+(``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` only affects ``torch.load`` calls that do not pass
+``weights_only``; ours always pass ``weights_only=True``):
+
+* torch files (``.pth``, ``.pt``, ``.bin``, anything not ``.pkl``) are read with
+  ``torch.load(weights_only=True)``; the only class allowed besides tensors and containers is
+  ``argparse.Namespace`` (the official ``args``), registered once for the process
+  (:data:`SAFE_GLOBALS`), so Detectron2's own ``DetectionCheckpointer`` reads official files too;
+* Detectron2-format ``.pkl`` weights (the model zoo's pickled dicts of numpy arrays) go through a
+  restricted unpickler that admits numpy arrays, numpy scalars and dtypes and plain containers only.
+
+Anything else is refused with :class:`UnsafeCheckpointError` naming the file and the class.
+Keys are renamed to this package's module layout by :mod:`mdetr_d2.modeling.official_names`.
 """
 from __future__ import annotations
 
 import argparse
+import codecs
+import collections
+import contextlib
 import logging
 import pickle
 import re
+import zipfile
 
+import numpy as np
 import torch
 from detectron2.config import CfgNode
 
+from ..modeling.official_names import has_official_names, official_to_our_name
+
 logger = logging.getLogger(__name__)
 
-# (official key pattern, our replacement), applied in order after the segmentation prefix is removed.
-_KEY_RENAMES = (
-    (re.compile(r"^backbone\.0\.body\."), "backbone.body."),
-    (re.compile(r"^transformer\.text_encoder\."), "text_encoder.body."),
-    (re.compile(r"^transformer\.resizer\."), "text_encoder.resizer."),
-    (re.compile(r"^transformer\.CLS\."), "cls_token."),
-    (re.compile(r"^(answer_\w+_head\.)"), r"qa_head.\1"),
-)
-# Persistent in transformers 4.5.1 (what the released files were saved with), gone from current RoBERTa.
-_STALE_KEY = re.compile(r"(^|\.)text_encoder\.embeddings\.position_ids$")
 WEIGHT_KEYS = ("model_ema", "model")
+# Classes a torch checkpoint may hold besides tensors and containers: the official `args`.
+SAFE_GLOBALS = [argparse.Namespace]
+torch.serialization.add_safe_globals(SAFE_GLOBALS)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read or is not what it claims to be."""
 
 
-def load_checkpoint_file(path: str) -> dict:
-    """``torch.load`` a file with weights-only unpickling plus ``argparse.Namespace``; clear errors."""
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file that holds pickled objects outside the allow-list (it could run code)."""
+
+
+def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
+    """What numpy arrays, scalars and dtypes pickle to (numpy 1.x names and numpy 2's ``_core``)."""
+    core = getattr(np, "_core", None) or np.core
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               ("collections", "OrderedDict"): collections.OrderedDict,
+               # protocol-2 pickles spell bytes as _codecs.encode(str, "latin1")
+               ("_codecs", "encode"): codecs.encode}
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer
+    return allowed
+
+
+_PKL_GLOBALS = _numpy_pickle_globals()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        try:
+            return _PKL_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed") from None
+
+
+def _read_detectron2_pkl(path: str) -> dict:
+    """A Detectron2 ``.pkl`` (model zoo or Caffe2 layout), as Detectron2 interprets it."""
+    with open(path, "rb") as f:
+        data = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    if not isinstance(data, dict):
+        return data
+    if "model" in data and "__author__" in data:  # Detectron2 model zoo layout
+        return data
+    # Caffe2 / Detectron1 layout: a (possibly "blobs"-wrapped) dict of arrays, names to be matched.
+    data = data.get("blobs", data)
+    data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+    return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+
+
+def _refused_globals(path: str, error: Exception) -> str:
+    """The classes/functions of a refused file, e.g. "builtins.exec" (read without unpickling)."""
+    names = []
+    if zipfile.is_zipfile(path):
+        with contextlib.suppress(Exception):
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    if not names:  # our numpy-only unpickler and torch's own message name the first one
+        names = re.findall(r"(?:GLOBAL )?([\w.]+) (?:is|was) not (?:an )?allowed", str(error))
+    return ", ".join(names) or f"objects ({error})"
+
+
+def load_checkpoint_file(path: str, *, mmap: bool = False) -> dict:
+    """Read a checkpoint without executing code (see the module docstring); clear errors.
+
+    Args:
+        mmap: map the tensors of a torch zip file instead of reading them: cheap when only the
+            metadata (e.g. an official file's ``args``) is needed.
+    """
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        if path.endswith(".pkl") and not zipfile.is_zipfile(path):
+            obj = _read_detectron2_pkl(path)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True,
+                             mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refusing to load: it holds pickled objects outside the allow-list "
-            f"(tensors, containers, argparse.Namespace). Details: {e}"
+        raise UnsafeCheckpointError(
+            f"{path}: refusing to load: it holds pickled {_refused_globals(path, e)}, outside the "
+            "allow-list (tensors, containers and argparse.Namespace; numpy arrays in .pkl "
+            "weights): loading it could run code"
         ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {e}") from e
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: no such checkpoint file") from e
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
+                              f"{e}") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
@@ -55,8 +132,7 @@ def is_official_checkpoint(ckpt: dict) -> bool:
     model = ckpt.get("model")
     if not isinstance(model, dict) or not ("args" in ckpt or "model_ema" in ckpt):
         return False
-    # Official names (our own checkpoints use `backbone.body.` and `text_encoder.body.`).
-    return any(k.startswith(("backbone.0.", "transformer.text_encoder.", "detr.")) for k in model)
+    return has_official_names(model)
 
 
 def select_official_weights(ckpt: dict, key: str = "model_ema", source: str = "checkpoint") -> dict:
@@ -79,12 +155,9 @@ def convert_official_state_dict(state: dict) -> dict:
     official files share storage between ``model`` and ``model_ema``)."""
     converted = {}
     for key, value in state.items():
-        key = key.removeprefix("detr.")  # segmentation models wrap the detector as `detr`
-        if _STALE_KEY.search(key):
-            continue
-        for pattern, replacement in _KEY_RENAMES:
-            key = pattern.sub(replacement, key)
-        converted[key] = value.clone()
+        ours = official_to_our_name(key)
+        if ours is not None:
+            converted[ours] = value.clone()
     return converted
 
 

@@ -138,6 +138,7 @@ def _train_node(cfg: CfgNode) -> DictConfig:
         "clip_grad": {"max_norm": cfg.SOLVER.CLIP_MAX_NORM},
         "model_ema": {"enabled": cfg.SOLVER.EMA.ENABLED, "decay": cfg.SOLVER.EMA.DECAY},
         "weights_key": cfg.MODEL.MDETR.WEIGHTS_KEY,
+        "skip_mismatched_weights": list(cfg.MODEL.MDETR.SKIP_MISMATCHED_WEIGHTS),
     })
 
 

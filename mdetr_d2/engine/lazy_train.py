@@ -105,6 +105,7 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict:
     scheduler = instantiate(cfg.lr_scheduler)
     extra = {"model_ema": model_ema} if model_ema is not None else {}
     checkpointer = MDETRCheckpointer(model, train.output_dir, weights_key=train.weights_key,
+                                     skip_mismatched=train.get("skip_mismatched_weights", ()),
                                      trainer=trainer, **extra)
     eval_model = model_ema.module if model_ema is not None else model
     last_results: dict = {}

@@ -3,6 +3,7 @@ import inspect
 import logging
 import os
 import weakref
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -81,9 +82,8 @@ class MDETRTrainer(DefaultTrainer):
         extra = {"model_ema": self.model_ema} if self.model_ema is not None else {}
         # MODEL.WEIGHTS (a weights-only load) takes the file's EMA weights when it has them, like
         # the official `--load`; resuming restores `model` and `model_ema` from their own entries.
-        self.checkpointer = MDETRCheckpointer(
-            model, cfg.OUTPUT_DIR, weights_key=cfg.MODEL.MDETR.WEIGHTS_KEY,
-            trainer=weakref.proxy(self), **extra,
+        self.checkpointer = MDETRCheckpointer.from_config(
+            cfg, model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), **extra
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -216,18 +216,21 @@ class MDETRTrainer(DefaultTrainer):
         """Load weights into ``model`` for ``--eval-only``: MODEL.WEIGHTS, or with ``resume`` the
         last checkpoint of OUTPUT_DIR (see :func:`load_weights_for_evaluation`)."""
         return load_weights_for_evaluation(
-            model, cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, cfg.MODEL.MDETR.WEIGHTS_KEY, resume
+            model, cfg.MODEL.WEIGHTS, cfg.OUTPUT_DIR, cfg.MODEL.MDETR.WEIGHTS_KEY, resume,
+            skip_mismatched=cfg.MODEL.MDETR.SKIP_MISMATCHED_WEIGHTS,
         )
 
 
 def load_weights_for_evaluation(
     model: nn.Module, weights: str, output_dir: str, weights_key: str = "model_ema",
-    resume: bool = False,
+    resume: bool = False, skip_mismatched: Sequence[str] = (),
 ) -> nn.Module:
     """Load ``weights`` (a file or ``mdetr://<name>``), or with ``resume`` the last checkpoint of
     ``output_dir``, into ``model``. Either way the file's ``model_ema`` is used when it has one and
-    ``weights_key`` is "model_ema" (official evaluation uses the EMA)."""
-    checkpointer = MDETRCheckpointer(model, output_dir, weights_key=weights_key)
+    ``weights_key`` is "model_ema" (official evaluation uses the EMA). ``skip_mismatched``: see
+    :class:`MDETRCheckpointer`."""
+    checkpointer = MDETRCheckpointer(model, output_dir, weights_key=weights_key,
+                                     skip_mismatched=skip_mismatched)
     # A weights-only load (no resume) already picks model_ema; a resume load leaves it in `rest`.
     rest = checkpointer.resume_or_load(weights, resume=resume)
     if weights_key == "model_ema" and isinstance(rest, dict) and "model_ema" in rest:

@@ -15,6 +15,7 @@ from detectron2.utils.file_io import PathManager
 from torch import nn
 
 from .heads import MLP, build_qa_head
+from .official_names import official_names_pre_hook
 from .position_encoding import PositionEmbeddingSine
 from .postprocessing import detections_to_instances, qa_answer
 from .segmentation import AttentionMap, MaskHead
@@ -185,6 +186,8 @@ class MDETR(nn.Module):
 
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        # Official state dicts load through any loader (Detectron2's DetectionCheckpointer too).
+        self.register_load_state_dict_pre_hook(official_names_pre_hook)
 
     @classmethod
     def from_config(cls, cfg):
