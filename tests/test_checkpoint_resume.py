@@ -99,7 +99,7 @@ def test_empty_or_corrupt_last_checkpoint_falls_back_to_newest(finished_run, cap
     (finished_run / "last_checkpoint").write_bytes(tag)
     with caplog.at_level(logging.WARNING):
         trainer = _resume(finished_run)
-    assert trainer.start_iter == 6  # model_final.pth, iteration 5
+    assert trainer.start_iter == 6 and trainer.checkpointer.loaded_file.endswith("model_final.pth")
     assert "missing or empty" in caplog.text and "model_final.pth" in caplog.text
 
 
@@ -109,7 +109,7 @@ def test_corrupt_tagged_checkpoint_falls_back_to_next_newest(finished_run, caplo
     final.write_bytes(final.read_bytes()[:2000] if damage == "truncated" else b"")
     with caplog.at_level(logging.WARNING):
         trainer = _resume(finished_run)
-    assert trainer.start_iter == 6  # model_0000005.pth, also iteration 5
+    assert trainer.start_iter == 6 and trainer.checkpointer.loaded_file.endswith("model_0000005.pth")
     assert "model_0000005.pth" in caplog.text
 
 

@@ -81,7 +81,7 @@ class MDETRCheckpointer(DetectionCheckpointer):
         self.weights_key = weights_key
         self.skip_mismatched = [re.compile(p) for p in skip_mismatched]
         self._weights_only = False
-        self._source = ""
+        self.loaded_file = ""  # the file the last load read (after any resume fallback)
         self._fallbacks: list[str] = []  # older checkpoints to try when resuming
 
     @classmethod
@@ -102,21 +102,21 @@ class MDETRCheckpointer(DetectionCheckpointer):
         """Weights-only load of a checkpoint already read from ``source`` (large files are read
         once)."""
         self._weights_only = True
-        self._source = source
+        self.loaded_file = source
         self._log_incompatible_keys(self._load_model(self._weights_of(ckpt, source)))
 
     def _load_file(self, filename: str) -> dict:
         ckpt = self._read(filename)
-        return self._weights_of(ckpt, self._source)
+        return self._weights_of(ckpt, self.loaded_file)
 
     def _read(self, filename: str) -> dict:
         """The file's content; when resuming, an unreadable file makes way for the next newest."""
         if not self._fallbacks:
-            self._source = filename
+            self.loaded_file = filename
             return load_checkpoint_file(filename)
         candidates = [filename, *self._fallbacks]
         for i, candidate in enumerate(candidates):
-            self._source = candidate
+            self.loaded_file = candidate
             try:
                 return load_checkpoint_file(candidate)
             except UnsafeCheckpointError:
@@ -154,7 +154,7 @@ class MDETRCheckpointer(DetectionCheckpointer):
         # Files with Detectron2's `matching_heuristics` have their names matched later, by suffix.
         if not checkpoint.get("matching_heuristics") and model_keys and not model_keys & names:
             raise CheckpointError(
-                f"{self._source}: the checkpoint shares no parameter name with this MDETR model: "
+                f"{self.loaded_file}: the checkpoint shares no parameter name with this MDETR model: "
                 f"it is not an MDETR checkpoint (first keys: {sorted(names)[:5]})"
             )
         incompatible = super()._load_model(checkpoint)
@@ -164,7 +164,7 @@ class MDETRCheckpointer(DetectionCheckpointer):
             listing = "\n".join(f"  {k}: {tuple(c)} in the checkpoint, {tuple(m)} in the model"
                                 for k, c, m in refused)
             raise CheckpointError(
-                f"{self._source}: {len(refused)} weight(s) have shapes that disagree with the "
+                f"{self.loaded_file}: {len(refused)} weight(s) have shapes that disagree with the "
                 f"model (a config that does not match the checkpoint?):\n{listing}\nTo fine-tune "
                 "into a different head, name what may keep its initialization in "
                 "MODEL.MDETR.SKIP_MISMATCHED_WEIGHTS."

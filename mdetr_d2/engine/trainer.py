@@ -111,7 +111,7 @@ class MDETRTrainer(DefaultTrainer):
             self.start_iter = self.iter + 1
             logger.info(
                 "Resumed from %s at iteration %d (model, %soptimizer and scheduler restored)",
-                self.checkpointer.get_checkpoint_file(), self.start_iter,
+                self.checkpointer.loaded_file, self.start_iter,
                 "model_ema, " if self.model_ema is not None and self.model_ema.loaded else "",
             )
         elif self.cfg.MODEL.WEIGHTS:
