@@ -10,8 +10,10 @@ Usage (from the repository root, with mdetr_d2 installed)::
 
 Importing ``mdetr_d2.data`` is what registers the datasets (lazily, under ``$MDETR_DATASETS``); this
 script only adds the report. ``--check`` loads each present annotation file (the pre-training set
-takes a while), checks that the sampled images exist and, with ``--tokenizer``, builds their positive
-maps; each problem is explained (the record, the field, what was expected, a right value). It also
+takes a while), checks that the sampled images exist and, with ``--tokenizer`` (the text encoder's
+name or folder), that every caption can be encoded within the text encoder's positions (each record
+that cannot is named) and builds the sampled records' positive maps; each problem is explained (the
+record, the field, what was expected, a right value). It also
 checks that the inputs the dataset's evaluators read are there (Flickr30k Entities folder and split
 list, PhraseCut folder, LVIS json, GQA answer vocabularies): ``NO-EVAL`` when one is missing.
 """
@@ -28,6 +30,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from mdetr_d2.data import MDETR_DATASET_NAMES, dataset_root, register_mdetr_json
 from mdetr_d2.data.datasets.check import check_records, explain_error
 from mdetr_d2.evaluation import evaluation_inputs
+
+
+MAX_LISTED = 100  # problems listed per dataset (each names its record)
 
 
 def _paths_of(meta) -> list[str]:
@@ -48,16 +53,17 @@ def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[str, 
         records = DatasetCatalog.get(name)
     except Exception as e:  # report every broken dataset, not only the first
         return "BROKEN", f"cannot load: {explain_error(e)}"
-    tok = None
+    tok = limit = None
     if tokenizer:
-        from mdetr_d2.modeling.text_encoder import build_tokenizer
+        from mdetr_d2.modeling.text_encoder import build_tokenizer, max_caption_tokens
 
-        tok = build_tokenizer(tokenizer)
-    report = check_records(records, samples, tok)
+        tok, limit = build_tokenizer(tokenizer), max_caption_tokens(tokenizer)
+    report = check_records(records, samples, tok, max_caption_tokens=limit)
     summary = f"{report.summary()}, evaluator {meta.evaluator_type!r}"
     if report.problems:
-        shown = report.problems[:5]
-        more = f"\n  ... and {len(report.problems) - 5} more" if len(report.problems) > 5 else ""
+        shown = report.problems[:MAX_LISTED]
+        more = (f"\n  ... and {len(report.problems) - MAX_LISTED} more"
+                if len(report.problems) > MAX_LISTED else "")
         return "BROKEN", summary + "\n  " + "\n  ".join(shown) + more
     missing_eval = [
         what if path is None else f"{what} ({path})"
@@ -77,7 +83,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--samples", type=int, default=20, help="records validated per dataset")
     parser.add_argument(
-        "--tokenizer", default=None, help="tokenizer (HF name/folder) to test positive maps"
+        "--tokenizer", default=None,
+        help="text encoder (HF name/folder): check every caption's length and sampled positive maps"
     )
     parser.add_argument(
         "--add", nargs=3, action="append", default=[], metavar=("NAME", "JSON", "IMAGE_ROOT"),

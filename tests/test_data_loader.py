@@ -1,6 +1,7 @@
 """MDETR json loader, dataset registration and multi-dataset concatenation."""
 
 import json
+import re
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog, get_detection_dataset_dicts
@@ -439,3 +440,65 @@ def test_clevr_questions_and_lvis_json(tmp_path):
     (r,) = D.load_lvis_v1_json(_write(tmp_path / "lv.json", lv), "/coco")
     assert r["file_name"] == "/coco/val2017/000000000005.jpg" and r["neg_category_ids"] == [3]
     assert r["annotations"][0]["category_id"] == 4 and "caption" not in r
+
+
+# Silent-data cases: each was accepted without a word before.
+def test_duplicate_image_ids_are_refused(tmp_path):
+    data = json.loads(json.dumps(LVIS))
+    data["images"][1]["id"] = 12  # the second caption would get the first one's box and spans
+    with pytest.raises(D.DatasetFormatError, match=r"d\.json: images\[1\]: duplicate image id 12 "
+                                                   r"\(also images\[0\]\)"):
+        D.load_mdetr_json(_write(tmp_path / "d.json", data), "/coco")
+
+
+def test_orphan_annotations_are_counted_with_their_ids(tmp_path, caplog):
+    data = json.loads(json.dumps(FLICKR))
+    data["annotations"][0]["image_id"] = 43
+    data["annotations"][1]["image_id"] = 44
+    (rec,) = D.load_mdetr_json(_write(tmp_path / "o.json", data), "/imgs")
+    assert len(rec["annotations"]) == 0
+    assert re.search(r"o\.json: 2 annotation\(s\) refer to 2 image id\(s\) that have no entry in "
+                     r"'images' and are ignored: image_id 43, 44", caplog.text)
+
+
+@pytest.mark.parametrize("spans", [[], [[0, 0]], [[1, 2]]])  # " " is caption[1:2]
+def test_spans_covering_no_text_are_reported_once_per_file(tmp_path, caplog, spans):
+    data = json.loads(json.dumps(FLICKR))
+    data["images"][0]["caption"] = "A man in a red shirt holds a dog ."
+    for ann in data["annotations"][:2]:
+        ann["tokens_positive"] = spans
+    records = D.load_mdetr_json(_write(tmp_path / "s.json", data), "/imgs")
+    assert [a["tokens_positive"] for a in records[0]["annotations"]] == [spans, spans]  # kept
+    warnings = [r.getMessage() for r in caplog.records if "cover no text" in r.getMessage()]
+    assert len(warnings) == 1 and "s.json: 2 box(es)/phrase(s)" in warnings[0]
+    assert f"image entry id=42, annotation id=100, tokens_positive = {spans!r}" in warnings[0]
+
+
+@pytest.mark.parametrize("content, pattern", [
+    (b'{"images": [{"id": 1,}]}', r"line 1 column 22 \(character 21\): malformed json"),
+    (b'{"images": [], "x": "caf\xe9"}', r"byte 24: not UTF-8 text"),
+    (b'{"images": [],\n "x": 1\n', r"line 3 column 1 .*malformed json"),
+])
+def test_unparseable_files_are_named_with_the_position(tmp_path, content, pattern):
+    path = tmp_path / "broken.json"
+    path.write_bytes(content)
+    with pytest.raises(D.DatasetFormatError, match=r"broken\.json: " + pattern):
+        D.load_mdetr_json(str(path), "/imgs")
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(REFEXP).encode())
+    (rec,) = D.load_mdetr_json(str(path), "/imgs")
+    assert rec["caption"] == "the left man in blue"
+
+
+def test_registering_a_name_with_another_json_is_an_error(tmp_path):
+    first, second = _write(tmp_path / "a.json", REFEXP), _write(tmp_path / "b.json", REFEXP)
+    D.register_mdetr_json("test_data_reregister", first, "/imgs", evaluator_type="refexp")
+    D.register_mdetr_json("test_data_reregister", first, "/imgs")  # the same files: fine
+    with pytest.raises(ValueError, match=r"'test_data_reregister' is already registered with "
+                                         r"json_file=.*a\.json.*cannot register it again with "
+                                         r"json_file=.*b\.json"):
+        D.register_mdetr_json("test_data_reregister", second, "/imgs", evaluator_type="flickr")
+    assert MetadataCatalog.get("test_data_reregister").json_file == first

@@ -191,7 +191,7 @@ def test_missing_image_and_captionless_records(tmp_path, tok_dir):
     mapper = D.MDETRDatasetMapper(False, augmentations=[], tokenizer_name=tok_dir)
     rec = _record(tmp_path)
     rec["file_name"] = str(tmp_path / "gone.jpg")
-    with pytest.raises(FileNotFoundError, match=r"image_id=3.*gone\.jpg"):
+    with pytest.raises(D.BadRecordError, match=r"image_id=3.*gone\.jpg.*'file_name'.*not found"):
         mapper(rec)
     lvis = _record(tmp_path)
     del lvis["caption"]

@@ -113,6 +113,8 @@ def test_lazy_recipe_builds_what_its_yacs_twin_builds(name, tiny_text_encoder):
     assert train.dataset.filter_empty == yacs.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     assert (train.total_batch_size, train.num_workers, train.aspect_ratio_grouping) == (
         s.IMS_PER_BATCH, yacs.DATALOADER.NUM_WORKERS, yacs.DATALOADER.ASPECT_RATIO_GROUPING)
+    assert (train.seed, train.max_bad_record_fraction) == (
+        yacs.SEED, yacs.DATALOADER.MAX_BAD_RECORD_FRACTION)
     assert _mapper_state(instantiate(train.mapper)) == _mapper_state(MDETRDatasetMapper(yacs, True))
     assert [t.dataset.names for t in lazy.dataloader.test] == list(yacs.DATASETS.TEST)
     for test in lazy.dataloader.test:

@@ -18,6 +18,12 @@ def _image(h, w, seed=0):
 
 
 @pytest.fixture(scope="module")
+def predictor(tiny_text_encoder):
+    torch.manual_seed(0)
+    return MDETRPredictor(tiny_mdetr_cfg(tiny_text_encoder))
+
+
+@pytest.fixture(scope="module")
 def tiny_model(tiny_text_encoder):
     torch.manual_seed(0)
     return build_model(tiny_mdetr_cfg(tiny_text_encoder)).eval()
@@ -164,6 +170,42 @@ def test_predictor_formats_and_many_captions(tiny_text_encoder):
         torch.testing.assert_close(a["instances"].scores, b["instances"].scores, atol=1e-5, rtol=0)
     batch = predictor.predict_batch([rgb, rgb[:40]], ["a small dog", "the cat"])
     assert [o["instances"].image_size for o in batch] == [(50, 70), (40, 70)]
+
+
+_RGB = np.random.default_rng(0).integers(0, 255, (50, 70, 3)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda p: p(_RGB / 255.0, "a dog"), r"image: float pixel values in 0\.\.0\.99\d* look like "
+                                         r"a 0\.\.1 image; expected 0\.\.255"),
+    (lambda p: p(np.where(_RGB > 128, np.nan, _RGB.astype(np.float32)), "a dog"), "NaN"),
+    (lambda p: p(_RGB * 2.0, "a dog"), r"must lie in 0\.\.255, got 0\.\.508"),
+    (lambda p: p(_RGB.astype(np.int64), "a dog"), r"uint8 \(or float, 0\.\.255\).*dtype int64"),
+    (lambda p: p(_RGB.astype(np.uint16), "a dog"), "dtype uint16"),
+    (lambda p: p(_RGB > 128, "a dog"), "dtype bool"),
+    (lambda p: p(torch.from_numpy(_RGB), "a dog"), "H×W×3 array, got Tensor"),
+    (lambda p: p(_RGB.tolist(), "a dog"), "H×W×3 array, got list"),
+    (lambda p: p(np.zeros((0, 0, 3), np.uint8), "a dog"), "expected a non-empty image, got size 0×0"),
+    (lambda p: p(_RGB, None), "caption: expected a str, got NoneType"),
+    (lambda p: p(_RGB, b"a dog"), r"caption: expected a str, got bytes \(decode it to str\)"),
+    (lambda p: p(_RGB, " "), "caption: is empty"),
+    (lambda p: p.predict_captions(_RGB, []), "expected a non-empty list of captions"),
+    (lambda p: p.predict_captions(_RGB, "a dog"), "expected a list of captions, got str"),
+    (lambda p: p.predict_captions(_RGB, ["a dog", None]), "caption 1: expected a str"),
+    (lambda p: p.predict_batch([], []), "expected a non-empty list of images"),
+    (lambda p: p.predict_batch([_RGB, _RGB[:, :, 0]], ["a", "b"]), r"image 1: .*shape \(50, 70\)"),
+])
+def test_predictor_refuses_wrong_inputs_saying_what_it_expects(predictor, call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call(predictor)
+
+
+def test_predictor_takes_float_images_in_pixel_units(predictor):
+    as_uint8 = predictor(_RGB, "a dog")["instances"]
+    as_float = predictor(_RGB.astype(np.float32), "a dog")["instances"]
+    # Only the resize's interpolation differs (Detectron2 resamples float images with torch).
+    torch.testing.assert_close(as_float.pred_boxes.tensor, as_uint8.pred_boxes.tensor,
+                               atol=0.05, rtol=0)
 
 
 def test_scratch_resnet_trains_its_norm_layers(tiny_text_encoder):

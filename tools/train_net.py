@@ -32,6 +32,14 @@ def setup(args):
     return cfg
 
 
+def argument_parser():
+    """Detectron2's parser, with ``--dist-url`` defaulting to "auto": a free local port, where
+    Detectron2's default is a fixed per-user port that another job on the host may hold."""
+    parser = default_argument_parser()
+    parser.set_defaults(dist_url="auto")
+    return parser
+
+
 def main(args):
     cfg = setup(args)
     if args.eval_only:
@@ -47,7 +55,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = argument_parser().parse_args()
     print("Command Line Args:", args)
     # Before starting processes: one clear message instead of one traceback per process.
     check_device(build_cfg(args))

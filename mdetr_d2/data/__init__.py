@@ -7,7 +7,10 @@ from .config import add_mdetr_data_config
 from .dataset_mapper import (
     CLEVR_ATTRIBUTES,
     GQA_ANSWER_TYPES,
+    BadRecordError,
     MDETRDatasetMapper,
+    describe_record,
+    encode_caption,
     encode_clevr_answer,
     encode_gqa_answer,
     spans_to_tensor,
@@ -16,6 +19,15 @@ from .dataset_mapper import (
 from . import datasets
 from .datasets import *  # noqa: F401,F403  (the datasets package's public API, listed once in its __all__)
 from .positive_map import create_positive_map, create_positive_map_from_caption, span_to_token_range
+from .train_stream import (
+    BadRecordBudgetError,
+    TrainDataStream,
+    TrainingSet,
+    build_train_stream,
+    derive_seed,
+    load_train_set,
+    max_bad_records,
+)
 from .transforms import (
     MDETRResize,
     RandomSelect,
@@ -30,7 +42,10 @@ __all__ = [
     "add_mdetr_data_config",
     "CLEVR_ATTRIBUTES",
     "GQA_ANSWER_TYPES",
+    "BadRecordError",
     "MDETRDatasetMapper",
+    "describe_record",
+    "encode_caption",
     "encode_clevr_answer",
     "encode_gqa_answer",
     "spans_to_tensor",
@@ -39,6 +54,13 @@ __all__ = [
     "create_positive_map",
     "create_positive_map_from_caption",
     "span_to_token_range",
+    "BadRecordBudgetError",
+    "TrainDataStream",
+    "TrainingSet",
+    "build_train_stream",
+    "derive_seed",
+    "load_train_set",
+    "max_bad_records",
     "MDETRResize",
     "RandomSelect",
     "RandomSizeCrop",

@@ -8,6 +8,13 @@ def add_mdetr_data_config(cfg: CN) -> None:
     # MDETR keeps records without boxes (LVIS negative captions, GQA test questions): they supervise
     # "no object". Detectron2's default would silently drop them.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Training records that cannot be read or encoded (corrupt image, caption the text encoder
+    # cannot take, ...) are skipped, logged by name and counted; training stops once more than
+    # ceil(fraction x training records) distinct records failed. 0.1 %: dropping that little data
+    # does not change training, at least one bad record is always tolerated, and a systematic
+    # problem (wrong image root, wrong text encoder) still stops the run early. 0 = stop at the
+    # first bad record. Evaluation never skips: a bad evaluation record is an error.
+    cfg.DATALOADER.MAX_BAD_RECORD_FRACTION = 0.001
     # gt_masks type when MODEL.MDETR.MASKS is on: "bitmask" (BitMasks, rasterized at the original size
     # then transformed like the image, as the official loader does) or "polygon" (PolygonMasks).
     cfg.INPUT.MASK_FORMAT = "bitmask"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +32,10 @@ from .transforms import CaptionHFlipTransform, build_augmentation_from_config
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "BadRecordError",
     "MDETRDatasetMapper",
+    "describe_record",
+    "encode_caption",
     "spans_to_tensor",
     "tensor_to_spans",
     "encode_gqa_answer",
@@ -55,6 +59,54 @@ _PASSTHROUGH_KEYS = (
 
 # QA target conventions (reference §1.15, §5.6, §5.7).
 IGNORE_INDEX = -100  # PyTorch's cross-entropy default: "no target of this type"
+
+
+class BadRecordError(ValueError):
+    """A dataset record whose data cannot be read or encoded (corrupt image, caption the text
+    encoder cannot take, ...). The message names the record and the field; training may skip such
+    a record (``mdetr_d2.data.TrainDataStream``), evaluation never does."""
+
+
+def describe_record(d: dict) -> str:
+    """``record image_id=... (file) [dataset ...]``: how messages name a dataset record."""
+    where = f"record image_id={d.get('image_id')!r} ({d.get('file_name')})"
+    if d.get("dataset_name"):
+        where += f" of dataset {d['dataset_name']!r}"
+    return where
+
+
+@contextlib.contextmanager
+def _reading(d: dict, field: str) -> Iterator[None]:
+    """Turn any failure to read or encode ``field`` of record ``d`` into a ``BadRecordError``."""
+    try:
+        yield
+    except BadRecordError:
+        raise
+    except Exception as e:
+        raise BadRecordError(
+            f"{describe_record(d)}: field {field!r}: {type(e).__name__}: {e}"
+        ) from e
+
+
+def encode_caption(tokenizer, caption: Any, max_tokens: int | None):
+    """Tokenize one caption (no padding, no truncation), refusing what the text encoder cannot take.
+
+    Raises:
+        ValueError: not a non-empty string, text the tokenizer cannot encode (e.g. a lone
+            surrogate), or more than ``max_tokens`` tokens.
+    """
+    if not isinstance(caption, str) or not caption.strip():
+        raise ValueError(f"expected a non-empty string, got {caption!r}")
+    try:
+        tokenized = tokenizer(caption)
+    except Exception as e:  # the Rust tokenizer raises TypeError/ValueError/... on unencodable text
+        raise ValueError(f"the tokenizer cannot encode it ({type(e).__name__}: {e})") from None
+    length = len(tokenized["input_ids"])
+    if max_tokens is not None and length > max_tokens:
+        raise ValueError(
+            f"{length} tokens, more than the {max_tokens} the text encoder accepts"
+        )
+    return tokenized
 
 
 def spans_to_tensor(span_groups: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
@@ -278,24 +330,29 @@ class MDETRDatasetMapper:
             raise ValueError("MDETRDatasetMapper needs tokenizer_name to build positive maps")
         return build_tokenizer(self.tokenizer_name)
 
-    def _where(self, d: dict) -> str:
-        return f"record image_id={d.get('image_id')!r} ({d.get('file_name')})"
+    @property
+    def max_caption_tokens(self) -> int | None:
+        """Most tokens a caption may have for the text encoder ``tokenizer_name`` names."""
+        from mdetr_d2.modeling.text_encoder import max_caption_tokens
+
+        return max_caption_tokens(self.tokenizer_name)
 
     def _read_image(self, d: dict) -> np.ndarray:
-        try:
-            image = utils.read_image(d["file_name"], format=self.image_format)
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f"image not found for {self._where(d)}: check the dataset's image root "
-                f"($MDETR_DATASETS, datasets/README.md)"
-            ) from None
+        with _reading(d, "file_name"):
+            try:
+                image = utils.read_image(d["file_name"], format=self.image_format)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    "image not found: check the dataset's image root ($MDETR_DATASETS, "
+                    "datasets/README.md)"
+                ) from None
         h, w = image.shape[:2]
         if (d.get("height"), d.get("width")) != (h, w):
             # The official code trusts the image, not the json (Flickr stores sizes as XML strings).
             log_first_n(
                 logging.WARNING,
-                f"{self._where(d)}: json size {d.get('width')}x{d.get('height')} differs from the image "
-                f"{w}x{h}; using the image size",
+                f"{describe_record(d)}: json size {d.get('width')}x{d.get('height')} differs from "
+                f"the image {w}x{h}; using the image size",
                 n=5,
             )
         return image
@@ -326,6 +383,23 @@ class MDETRDatasetMapper:
         return encode_gqa_answer(d["answer"], d.get("question_type"), answer2id, by_type)
 
     def __call__(self, dataset_dict: dict) -> dict:
+        """Map one record; every error names it.
+
+        Raises:
+            BadRecordError: the record's image, caption, spans, masks or answer cannot be read or
+                encoded (the message names the record and the field).
+            RuntimeError: any other failure, naming the record (the original error is its cause).
+        """
+        try:
+            return self._map(dataset_dict)
+        except BadRecordError:
+            raise
+        except Exception as e:
+            raise RuntimeError(
+                f"{describe_record(dataset_dict)}: mapping failed: {type(e).__name__}: {e}"
+            ) from e
+
+    def _map(self, dataset_dict: dict) -> dict:
         d = copy.deepcopy(dataset_dict)  # the loader's dicts are shared (and reused every epoch)
         image = self._read_image(d)
         h0, w0 = image.shape[:2]
@@ -371,8 +445,12 @@ class MDETRDatasetMapper:
                 out[key] = d[key]
 
         tokenized = None
-        if caption is not None and (anns or eval_spans is not None):
-            tokenized = self.tokenizer(caption)
+        if caption is not None and (self.tokenizer_name or anns or eval_spans is not None):
+            tokenizer = self.tokenizer  # outside _reading: a missing tokenizer is not the record's
+            # Every caption, boxes or not: one the text encoder cannot take fails here, naming the
+            # record, instead of in the model's batch.
+            with _reading(d, "caption"):
+                tokenized = encode_caption(tokenizer, caption, self.max_caption_tokens)
 
         if annotations is not None:
             instances = Instances((h, w))
@@ -383,26 +461,30 @@ class MDETRDatasetMapper:
             if caption is not None:
                 # Computed on the final caption: identical to the official "before augmentation" map
                 # unless the text-aware flip rewrote the caption (then the spans were re-derived).
-                instances.gt_positive_map = (
-                    create_positive_map(tokenized, spans, self.max_token_slots, caption=caption)
-                    if anns
-                    else torch.zeros((0, self.max_token_slots), dtype=torch.float32)
-                )
-                instances.gt_tokens_positive = spans_to_tensor(spans)
+                with _reading(d, "tokens_positive"):
+                    instances.gt_positive_map = (
+                        create_positive_map(tokenized, spans, self.max_token_slots, caption=caption)
+                        if anns
+                        else torch.zeros((0, self.max_token_slots), dtype=torch.float32)
+                    )
+                    instances.gt_tokens_positive = spans_to_tensor(spans)
             if anns and all("isfinal" in a for a in anns):
                 instances.gt_isfinal = torch.as_tensor(
                     [float(a["isfinal"]) for a in anns], dtype=torch.float32
                 )
             if self.use_masks:
-                instances.gt_masks = self._masks(anns, transforms, h0, w0, h, w)
+                with _reading(d, "segmentation"):
+                    instances.gt_masks = self._masks(anns, transforms, h0, w0, h, w)
             out["instances"] = instances[torch.from_numpy(keep)] if len(keep) else instances
 
         if eval_spans is not None:
-            out["positive_map_eval"] = create_positive_map(
-                tokenized, eval_spans, self.max_token_slots, caption=caption
-            ).bool()
+            with _reading(d, "tokens_positive_eval"):
+                out["positive_map_eval"] = create_positive_map(
+                    tokenized, eval_spans, self.max_token_slots, caption=caption
+                ).bool()
 
-        answers = self._answers(d)
+        with _reading(d, "answer"):
+            answers = self._answers(d)
         if answers is not None:
             out["answers"] = answers
         return out

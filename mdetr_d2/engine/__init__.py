@@ -12,6 +12,7 @@ from .lr_scheduler import (
     build_mdetr_lr_scheduler,
 )
 from .optimizer import build_mdetr_optimizer, get_mdetr_optimizer_params, param_group_of
+from .stream_hook import TrainStreamHook
 from .train_loop import MDETRSimpleTrainer
 from .trainer import MDETRTrainer
 
@@ -24,6 +25,7 @@ __all__ = [
     "MilestoneDecayScheduler",
     "ModelEMA",
     "ResolvedSchedule",
+    "TrainStreamHook",
     "add_mdetr_solver_config",
     "build_mdetr_lr_scheduler",
     "build_mdetr_optimizer",

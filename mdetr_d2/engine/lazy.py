@@ -3,7 +3,7 @@
 Detectron2's newer projects (ViTDet, MViTv2, detrex) describe a recipe as Python objects::
 
     model = L(MDETR)(backbone=L(MDETRResNet)(depth=101, ...), transformer=L(Transformer)(...), ...)
-    dataloader.train = L(build_detection_train_loader)(mapper=L(MDETRDatasetMapper)(...), ...)
+    dataloader.train = L(build_train_stream)(mapper=L(MDETRDatasetMapper)(...), ...)
     optimizer = L(build_mdetr_optimizer)(model=None, base_lr=1e-4, ...)
     lr_scheduler = L(build_mdetr_lr_scheduler)(optimizer=None, schedule=..., max_iter=...)
     train = dict(output_dir=..., init_checkpoint=..., max_iter=..., ...)
@@ -19,16 +19,12 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from detectron2.config import CfgNode, LazyCall as L, get_cfg
-from detectron2.data import (
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.layers import ShapeSpec
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import add_mdetr_config
-from ..data import MDETRDatasetMapper
+from ..data import MDETRDatasetMapper, build_train_stream, load_train_set
 from ..data.transforms import augmentation_args_from_config, build_mdetr_augmentation
 from ..evaluation import build_mdetr_evaluators
 from ..modeling.backbone import MDETREfficientNet, MDETRResNet
@@ -83,15 +79,19 @@ def _mapper_node(cfg: CfgNode, is_train: bool) -> DictConfig:
 
 def _dataloader_node(cfg: CfgNode) -> DictConfig:
     dataloader = OmegaConf.create()
-    dataloader.train = L(build_detection_train_loader)(
-        dataset=L(get_detection_dataset_dicts)(
+    # The resumable training stream of tools/train_net.py (same order, augmentation and
+    # bad-record policy), seeded by train.seed.
+    dataloader.train = L(build_train_stream)(
+        dataset=L(load_train_set)(
             names=list(cfg.DATASETS.TRAIN),
             filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
         ),
         mapper=_mapper_node(cfg, True),
         total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+        seed="${train.seed}",
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
+        max_bad_record_fraction=cfg.DATALOADER.MAX_BAD_RECORD_FRACTION,
     )
     # One test loader and one evaluator per DATASETS.TEST entry (MDETR recipes validate on several).
     dataloader.test = [

@@ -17,10 +17,13 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..checkpoint import MDETRCheckpointer
+from ..data.train_stream import TrainDataStream
 from .ema import EMAHook, ModelEMA
 from .epochs import ResolvedSchedule, resolve_iterations
+from .stream_hook import TrainStreamHook
 from .train_loop import MDETRSimpleTrainer
 
 logger = logging.getLogger(__name__)
@@ -87,7 +90,9 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict:
     train_set = instantiate(cfg.dataloader.train.dataset)
     logger.info("Schedule: %s", resolve_lazy_schedule(cfg, len(train_set), comm.get_world_size())
                 .describe())
-    cfg.dataloader.train.dataset = DatasetFromList(train_set, copy=False)
+    if not isinstance(train_set, Dataset):  # an object, not a list, for the config node
+        train_set = DatasetFromList(train_set, copy=False)
+    cfg.dataloader.train.dataset = train_set
     model = instantiate(cfg.model).to(train.device)
     logger.info("Model:\n%s", model)
     cfg.optimizer.model = model
@@ -118,6 +123,9 @@ def do_train(cfg: DictConfig, resume: bool = False) -> dict:
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=scheduler),
         EMAHook(model_ema) if model_ema is not None else None,  # before checkpoint and eval
+        # Every process, before the checkpointer: exact --resume, skipped-record summaries.
+        TrainStreamHook(train_loader, train.checkpointer.period)
+        if isinstance(train_loader, TrainDataStream) else None,
         hooks.PeriodicCheckpointer(checkpointer, **train.checkpointer)
         if comm.is_main_process() else None,
         hooks.EvalHook(train.eval_period, test_and_keep_results),

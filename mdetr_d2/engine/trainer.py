@@ -8,22 +8,20 @@ from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import (
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from torch import nn
 
 from mdetr_d2.checkpoint import MDETRCheckpointer
+from mdetr_d2.data.train_stream import TrainDataStream, build_train_stream, load_train_set
 
 from .ema import EMAHook, ModelEMA, unwrap_model
 from .epochs import resolve_epoch_schedule
 from .lr_scheduler import MDETR_SCHEDULES, build_mdetr_lr_scheduler
 from .optimizer import build_mdetr_optimizer
+from .stream_hook import TrainStreamHook
 from .train_loop import MDETRSimpleTrainer
 
 logger = logging.getLogger(__name__)
@@ -35,8 +33,10 @@ class MDETRTrainer(DefaultTrainer):
     Differences from ``DefaultTrainer``: AdamW over three name-based parameter groups, MDETR's
     per-group schedules, global-norm gradient clipping, optional bf16/fp16 autocast on any device,
     an EMA of the whole state dict (checkpointed as ``model_ema`` and used for evaluation), the
-    optimizer state in every checkpoint (Detectron2 v0.6 drops it), and DDP with
-    ``find_unused_parameters=True`` that also works for CPU processes.
+    optimizer state in every checkpoint (Detectron2 v0.6 drops it), DDP with
+    ``find_unused_parameters=True`` that also works for CPU processes, and a training stream
+    (``TrainDataStream``) that skips unreadable records and, with its ``TrainStreamHook``, makes
+    ``--resume`` continue the interrupted run bit for bit.
     """
 
     def __init__(self, cfg: CfgNode):
@@ -146,6 +146,8 @@ class MDETRTrainer(DefaultTrainer):
         ret = [hooks.IterationTimer(), hooks.LRScheduler()]
         if self.model_ema is not None:
             ret.append(EMAHook(self.model_ema))  # before checkpointing and evaluation
+        if isinstance(self.data_loader, TrainDataStream):  # every process, before checkpointing
+            ret.append(TrainStreamHook(self.data_loader, cfg.SOLVER.CHECKPOINT_PERIOD))
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -176,11 +178,10 @@ class MDETRTrainer(DefaultTrainer):
         return MDETRDatasetMapper(cfg, is_train)
 
     @classmethod
-    def build_train_set(cls, cfg: CfgNode) -> list[dict]:
-        """The dataset dicts of DATASETS.TRAIN, concatenated (like the official ConcatDataset)."""
-        dicts = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+    def build_train_set(cls, cfg: CfgNode):
+        """The dataset dicts of DATASETS.TRAIN, concatenated (like the official ConcatDataset):
+        a ``TrainingSet`` that knows where each dataset starts, to name bad records."""
+        dicts = load_train_set(cfg.DATASETS.TRAIN, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
         logger.info("Training set %s: %d datapoints", ", ".join(cfg.DATASETS.TRAIN), len(dicts))
         return dicts
 
@@ -192,12 +193,11 @@ class MDETRTrainer(DefaultTrainer):
         return resolved.apply(cfg)
 
     @classmethod
-    def build_train_loader(cls, cfg: CfgNode, dataset: Optional[list] = None):
-        # Sampled uniformly over the (concatenated) training sets, like the official
-        # ConcatDataset; ``dataset`` saves loading DATASETS.TRAIN a second time.
-        return build_detection_train_loader(
-            cfg, mapper=cls.build_mapper(cfg, True), dataset=dataset
-        )
+    def build_train_loader(cls, cfg: CfgNode, dataset=None) -> TrainDataStream:
+        """The resumable training stream, sampled uniformly over the (concatenated) training sets
+        like the official ConcatDataset, with the bad-record policy; ``dataset`` (from
+        :meth:`build_train_set`) saves loading DATASETS.TRAIN a second time."""
+        return build_train_stream(cfg, cls.build_mapper(cfg, True), dataset=dataset)
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):

@@ -13,17 +13,44 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from .matcher import HungarianMatcher, binary_positive_map
 from .qa_criterion import QA_ANSWER_KEYS, collate_answers, qa_losses, qa_weight_dict
 
-__all__ = ["MDETRCriterion"]
+__all__ = ["MDETRCriterion", "check_outputs_finite"]
 
 logger = logging.getLogger(__name__)
 
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def check_outputs_finite(outputs: dict) -> None:
+    """Raise ``FloatingPointError`` naming the iteration and every non-finite model output.
+
+    Run before matching: a diverged model (huge learning rate, no clipping) would otherwise fail in
+    scipy's assignment ("matrix contains invalid numeric entries") without saying where or when.
+    """
+    named = [(k, v) for k, v in outputs.items() if torch.is_tensor(v) and v.is_floating_point()]
+    for i, aux in enumerate(outputs.get("aux_outputs", ())):
+        named += [(f"aux_outputs[{i}].{k}", v) for k, v in aux.items()
+                  if torch.is_tensor(v) and v.is_floating_point()]
+    if not named:
+        return
+    finite = torch.stack([v.detach().isfinite().all() for _, v in named]).tolist()
+    bad = [name for (name, _), ok in zip(named, finite) if not ok]
+    if bad:
+        try:
+            iteration = get_event_storage().iter
+        except AssertionError:  # no EventStorage: called outside a trainer
+            iteration = "unknown"
+        raise FloatingPointError(
+            f"Model outputs became infinite or NaN at iteration={iteration}: non-finite "
+            f"output(s) {bad}; the predictions cannot be matched to the targets (training "
+            "diverged: lower the learning rate or clip gradients, SOLVER.CLIP_MAX_NORM)"
+        )
 
 
 def _official_char_to_token(
@@ -236,6 +263,7 @@ class MDETRCriterion(nn.Module):
 
     def _detection_losses(self, outputs: dict, targets: list[dict], indices: dict) -> dict:
         """Matching and the per-layer losses of the final and auxiliary decoder layers."""
+        check_outputs_finite(outputs)
         num_boxes = self._num_boxes(targets, outputs["pred_logits"].device)
         losses = {}
         indices["final"] = self.matcher(outputs, targets)

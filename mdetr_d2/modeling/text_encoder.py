@@ -118,6 +118,28 @@ def build_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def caption_token_limit(config) -> int | None:
+    """Most tokens (special tokens included) one caption may have for a text encoder of this HF
+    config, or None when the config sets no limit.
+
+    RoBERTa-family position ids start after the padding index: two of the
+    ``max_position_embeddings`` positions are never used by tokens.
+    """
+    max_positions = getattr(config, "max_position_embeddings", None)
+    return None if max_positions is None else max_positions - 2
+
+
+@lru_cache(maxsize=8)
+def max_caption_tokens(name_or_path: str) -> int | None:
+    """:func:`caption_token_limit` of a HF model name or local folder (reads only its config); None
+    for a tokenizer without a model config (no model, no limit)."""
+    try:
+        config = AutoConfig.from_pretrained(_resolve(name_or_path))
+    except (OSError, ValueError):
+        return None
+    return caption_token_limit(config)
+
+
 @dataclass
 class EncodedText:
     """A batch of captions after the text encoder and resizer (the official "memory cache" text part).
@@ -207,12 +229,12 @@ class TextEncoder(nn.Module):
             if not isinstance(caption, str) or not caption.strip():
                 raise ValueError(f"caption {i} is empty: MDETR needs text to ground ({caption!r})")
         tokenized = self.tokenizer(list(captions), padding="longest", return_tensors="pt")
-        max_positions = getattr(self.body.config, "max_position_embeddings", None)
         length = tokenized["input_ids"].shape[1]
-        if max_positions is not None and length > max_positions - 2:
+        limit = caption_token_limit(self.body.config)
+        if limit is not None and length > limit:
             raise ValueError(
                 f"a caption has {length} tokens; the text encoder {self.name!r} accepts at most "
-                f"{max_positions - 2}"
+                f"{limit}"
             )
         if length > MAX_TOKEN_SLOTS - 1:
             logger.warning(

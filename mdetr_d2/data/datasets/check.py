@@ -58,6 +58,12 @@ FIELD_HELP: dict[str, tuple[str, str]] = {
         "$MDETR_DATASETS for the built-in datasets)",
         '"file_name": "0001.jpg" with the file at my_data/images/0001.jpg',
     ),
+    "encoding": (
+        "a caption the text encoder can take: at most as many tokens as its positions (512 for "
+        "roberta-base) and valid Unicode text (no lone surrogate such as \\ud800); training skips "
+        "such a record, evaluation stops on it",
+        '"caption": "the cat on the left" (split a very long text over several records)',
+    ),
     "token": (
         "spans that cover words of the caption within its first 255 tokens (a span of spaces only, "
         "or past the text the model can read, gives a box nothing to be tied to)",
@@ -123,16 +129,21 @@ def check_records(
     tokenizer: Any = None,
     check_images: bool = True,
     seed: int = 0,
+    max_caption_tokens: int | None = None,
 ) -> DatasetReport:
-    """Check loaded records: counts, sampled image files and (with a tokenizer) positive maps.
+    """Check loaded records: counts, sampled image files and (with a tokenizer) every caption's
+    encoding and the sampled records' positive maps.
 
     Args:
         records: Detectron2 dicts from :func:`load_mdetr_json` (or any registered MDETR dataset).
         samples: records checked at random (all when ``samples >= len(records)``).
         tokenizer: a fast tokenizer (``mdetr_d2.modeling.text_encoder.build_tokenizer``) to check
-            that every box's spans reach a token; None skips that check.
+            that every caption can be encoded (each record that cannot is named) and that every
+            sampled box's spans reach a token; None skips these checks.
         check_images: check that the sampled records' image files exist.
         seed: seed of the sample.
+        max_caption_tokens: the text encoder's limit (``mdetr_d2.modeling.text_encoder.
+            max_caption_tokens``); longer captions are problems. None: no length check.
     """
     report = DatasetReport(records=len(records))
     report.boxes = sum(len(r.get("annotations", ())) for r in records)
@@ -147,10 +158,20 @@ def check_records(
         if check_images and not os.path.isfile(r["file_name"]):
             report.problems.append(_explain(f"{where}: missing image {r['file_name']}", "image"))
     if tokenizer is not None:
+        from ..dataset_mapper import describe_record, encode_caption
         from ..positive_map import create_positive_map_from_caption
 
+        unencodable = set()
+        for r in records:  # every record: training would skip it, evaluation would stop on it
+            if "caption" not in r:
+                continue
+            try:
+                encode_caption(tokenizer, r["caption"], max_caption_tokens)
+            except ValueError as e:
+                unencodable.add(id(r))
+                report.problems.append(_explain(f"{describe_record(r)}: caption: {e}", "encoding"))
         for r in chosen:
-            if "caption" not in r or not r.get("annotations"):
+            if "caption" not in r or not r.get("annotations") or id(r) in unencodable:
                 continue
             spans = [a.get("tokens_positive", []) for a in r["annotations"]]
             positive_map = create_positive_map_from_caption(tokenizer, r["caption"], spans)

@@ -55,13 +55,38 @@ def _fail(json_file: str, where: str, message: str) -> DatasetFormatError:
 
 
 def _read_json(json_file: str, dataset_name: str | None) -> Any:
+    """Parse a UTF-8 json file (a leading byte-order mark is allowed, as RFC 8259 permits).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DatasetFormatError: not UTF-8 or not json; the message gives the byte, or the line and
+            column, where parsing failed.
+    """
     if not os.path.isfile(json_file):
         raise FileNotFoundError(
             f"annotation file of dataset {dataset_name!r} not found: {json_file} "
             f"(datasets root: $MDETR_DATASETS={dataset_root()!r}; see datasets/README.md)"
         )
-    with open(json_file) as f:
-        return json.load(f)
+    try:
+        # Explicit encoding: the locale's would misread the file on a non-UTF-8 host.
+        with open(json_file, encoding="utf-8-sig") as f:
+            return json.load(f)
+    except UnicodeDecodeError:
+        # Decoding is chunked while reading: decode the whole file again for the byte offset.
+        with open(json_file, "rb") as f:
+            raw = f.read()
+        try:
+            raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise _fail(
+                json_file, f"byte {e.start}", f"not UTF-8 text ({e.reason}: {raw[e.start:e.end]!r})"
+            ) from None
+        raise
+    except json.JSONDecodeError as e:
+        raise _fail(
+            json_file, f"line {e.lineno} column {e.colno} (character {e.pos})",
+            f"malformed json: {e.msg}",
+        ) from None
 
 
 def _check_spans(spans: Any, caption: str, json_file: str, where: str, field: str) -> list:
@@ -89,6 +114,11 @@ def _check_spans(spans: Any, caption: str, json_file: str, where: str, field: st
                 f"(length {n})",
             )
     return spans
+
+
+def _covers_text(spans: list, caption: str) -> bool:
+    """Whether any ``[begin, end)`` span covers a non-space character of ``caption``."""
+    return any(caption[begin:end].strip() for begin, end in spans)
 
 
 def _check_bbox(bbox: Any, json_file: str, where: str) -> list:
@@ -164,9 +194,21 @@ def load_mdetr_json(
 
     records = []
     n_crowd = 0
-    for entry in data["images"]:
+    image_ids: set = set()
+    textless: list[str] = []  # annotations / eval phrases whose spans cover no text
+    for position, entry in enumerate(data["images"]):
         image_id = entry.get("id")
         where = f"image entry id={image_id!r}"
+        if image_id in image_ids:
+            # The second caption would silently receive the first one's boxes and spans.
+            first = next(i for i, e in enumerate(data["images"]) if e.get("id") == image_id)
+            raise _fail(
+                json_file,
+                f"images[{position}]",
+                f"duplicate image id {image_id!r} (also images[{first}]): every image-caption "
+                "entry needs its own id",
+            )
+        image_ids.add(image_id)
         caption = entry.get("caption")
         if not isinstance(caption, str) or not caption.strip():
             raise _fail(
@@ -201,8 +243,10 @@ def load_mdetr_json(
                 raise _fail(
                     json_file, where, "field 'tokens_positive_eval' must be a list of span lists"
                 )
-            for spans in phrases:
+            for i, spans in enumerate(phrases):
                 _check_spans(spans, caption, json_file, where, "tokens_positive_eval")
+                if not _covers_text(spans, caption):
+                    textless.append(f"{where}, tokens_positive_eval[{i}] = {spans!r}")
             record["tokens_positive_eval"] = phrases
 
         objs = []
@@ -224,6 +268,8 @@ def load_mdetr_json(
                     spans, caption, json_file, ann_where, "tokens_positive"
                 ),
             }
+            if not _covers_text(spans, caption):
+                textless.append(f"{ann_where}, tokens_positive = {spans!r}")
             if ann.get("segmentation"):
                 obj["segmentation"] = ann["segmentation"]
             if "isfinal" in ann:
@@ -231,7 +277,24 @@ def load_mdetr_json(
             objs.append(obj)
         record["annotations"] = objs
         records.append(record)
-    del data, annotations_by_image
+    orphans = sorted(
+        (image_id for image_id in annotations_by_image if image_id not in image_ids), key=repr
+    )
+    if orphans:
+        n = sum(len(annotations_by_image[i]) for i in orphans)
+        logger.warning(
+            "%s: %d annotation(s) refer to %d image id(s) that have no entry in 'images' and are "
+            "ignored: image_id %s%s", json_file, n, len(orphans),
+            ", ".join(map(repr, orphans[:10])), " ..." if len(orphans) > 10 else "",
+        )
+    if textless:
+        # Kept, as officially: such a box is matched and regressed but gets no text supervision.
+        logger.warning(
+            "%s: %d box(es)/phrase(s) have spans that cover no text (empty, [b, b] or only "
+            "spaces), so an all-zero positive map; the first: %s", json_file, len(textless),
+            textless[0],
+        )
+    del data, annotations_by_image, image_ids
     logger.info(
         "Loaded %d image-caption records of %s from %s in %.1fs (%d crowd annotations dropped)",
         len(records),
@@ -333,11 +396,25 @@ def register_mdetr_dataset(
 ) -> None:
     """Register ``name`` with a lazy ``loader(json_file, image_root, name)`` and its metadata.
 
-    Nothing is read at registration. Registering the same name again is a no-op (Detectron2 v0.6
-    asserts on duplicates, main skips them), so importing the package twice is safe.
+    Nothing is read at registration. Registering a name again with the same files is a no-op
+    (Detectron2 v0.6 asserts on duplicates, main skips them), so importing the package twice is
+    safe; with other files it is an error (the first registration would silently stay).
+
+    Raises:
+        ValueError: ``name`` is already registered with another json file or image root, or by
+            something else than this function.
     """
     if name in DatasetCatalog.list():
-        logger.debug("dataset %s already registered; keeping the existing registration", name)
+        meta = MetadataCatalog.get(name)
+        registered = (meta.get("json_file"), meta.get("image_root"))
+        if registered != (json_file, image_root):
+            raise ValueError(
+                f"dataset {name!r} is already registered with json_file={registered[0]!r}, "
+                f"image_root={registered[1]!r}; cannot register it again with "
+                f"json_file={json_file!r}, image_root={image_root!r} (choose another name, or "
+                "DatasetCatalog.remove / MetadataCatalog.remove it first)"
+            )
+        logger.debug("dataset %s already registered with the same files", name)
         return
     # Default-argument capture: each lambda keeps its own paths (not the loop variables).
     DatasetCatalog.register(name, lambda j=json_file, r=image_root, n=name, f=loader: f(j, r, n))
