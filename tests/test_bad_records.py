@@ -17,7 +17,7 @@ from PIL import Image
 from torch import multiprocessing as mp
 
 import mdetr_d2.data as D
-from mdetr_d2.engine import MDETRTrainer
+from mdetr_d2.engine import MDETRTrainer, default_argument_parser
 
 from .conftest import TINY_CAPTIONS
 
@@ -71,7 +71,7 @@ def _args(out, tiny_text_encoder, *opts, resume=False, eval_only=False):
         "SOLVER.CHECKPOINT_PERIOD", "2", "DATALOADER.NUM_WORKERS", "2",
         "DATALOADER.MAX_BAD_RECORD_FRACTION", "0.3", "SEED", "3", *opts,
     ]
-    return train_net.argument_parser().parse_args(argv)
+    return default_argument_parser().parse_args(argv)
 
 
 class _SigKill(HookBase):

@@ -283,13 +283,13 @@ def _kill_then_resume(tmp_path, overrides, processes):
     """Train 10 iterations, SIGKILL before iteration 7 (checkpoint after 5), resume to the end;
     then the same 10 iterations uninterrupted with the run seed the killed run drew. Returns both
     final checkpoints and what each run wrote (``_train``)."""
-    from detectron2.engine import default_argument_parser
+    from detectron2.engine import default_argument_parser as d2_argument_parser
 
-    from tools.train_net import argument_parser
+    from mdetr_d2.engine import default_argument_parser  # tools/train_net.py's
 
-    dist_url = argument_parser().parse_args([]).dist_url
+    dist_url = default_argument_parser().parse_args([]).dist_url
     # Detectron2's fixed per-user port, held by another job: the default must not need it.
-    fixed_port = int(default_argument_parser().parse_args([]).dist_url.rsplit(":", 1)[1])
+    fixed_port = int(d2_argument_parser().parse_args([]).dist_url.rsplit(":", 1)[1])
     with _held(fixed_port):
         killed = tiny_cfg(tmp_path / "killed", **overrides)
         _run_killed(killed.dump(), 7, processes, dist_url)

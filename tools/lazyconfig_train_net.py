@@ -12,10 +12,10 @@ Overrides are ``path.key=value`` (``LazyConfig.apply_overrides``). ``--num-gpus 
 processes when CUDA is unavailable (GLOO), as tools/train_net.py does.
 """
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_setup
 from detectron2.utils import comm
 
-from mdetr_d2.engine import launch
+from mdetr_d2.engine import default_argument_parser, launch
 from mdetr_d2.engine.lazy_train import do_test, do_train
 from mdetr_d2.engine.trainer import load_weights_for_evaluation
 

@@ -6,15 +6,20 @@
     ckpt.pth
 
 ``--num-gpus N`` starts N CPU processes when CUDA is unavailable (GLOO, with ``MODEL.DEVICE cpu``),
-on Detectron2 v0.6 as well. Schedules stated in epochs are resolved from the training sets' length
+on Detectron2 v0.6 as well; ``--dist-url`` defaults to a free local port. Schedules stated in epochs are resolved from the training sets' length
 when training starts; ``mdetr_d2``'s log lines go to the console and ``OUTPUT_DIR/log.txt``.
 """
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser
 from detectron2.utils import comm
 
 from mdetr_d2.config import add_mdetr_config
-from mdetr_d2.engine import MDETRTrainer, check_device, default_setup, launch
+from mdetr_d2.engine import (
+    MDETRTrainer,
+    check_device,
+    default_argument_parser,
+    default_setup,
+    launch,
+)
 
 
 def build_cfg(args):
@@ -32,14 +37,6 @@ def setup(args):
     return cfg
 
 
-def argument_parser():
-    """Detectron2's parser, with ``--dist-url`` defaulting to "auto": a free local port, where
-    Detectron2's default is a fixed per-user port that another job on the host may hold."""
-    parser = default_argument_parser()
-    parser.set_defaults(dist_url="auto")
-    return parser
-
-
 def main(args):
     cfg = setup(args)
     if args.eval_only:
@@ -55,7 +52,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = argument_parser().parse_args()
+    args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
     # Before starting processes: one clear message instead of one traceback per process.
     check_device(build_cfg(args))

@@ -1,7 +1,7 @@
 """Training engine: MDETRTrainer, its optimizer, schedules (in epochs too), EMA, job set-up and a
 CPU-capable launcher."""
 from .config import add_mdetr_solver_config
-from .defaults import check_device, default_setup
+from .defaults import check_device, default_argument_parser, default_setup
 from .ema import EMAHook, ModelEMA
 from .epochs import ResolvedSchedule, iterations_per_epoch, resolve_epoch_schedule
 from .launch import launch
@@ -30,6 +30,7 @@ __all__ = [
     "build_mdetr_lr_scheduler",
     "build_mdetr_optimizer",
     "check_device",
+    "default_argument_parser",
     "default_setup",
     "get_mdetr_optimizer_params",
     "iterations_per_epoch",

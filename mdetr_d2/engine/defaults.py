@@ -5,11 +5,24 @@ import logging
 
 import torch
 from detectron2.config import CfgNode
+from detectron2.engine import default_argument_parser as d2_default_argument_parser
 from detectron2.engine import default_setup as d2_default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-__all__ = ["check_device", "default_setup"]
+__all__ = ["check_device", "default_argument_parser", "default_setup"]
+
+
+def default_argument_parser(epilog=None):
+    """Detectron2's parser, with ``--dist-url`` defaulting to "auto": a free local port.
+
+    Detectron2's default is a fixed port per user, so a second multi-process job of the same user
+    on the host (or any program holding that port) makes ``--num-gpus 2`` fail with EADDRINUSE.
+    Multi-machine jobs pass ``--dist-url`` as before.
+    """
+    parser = d2_default_argument_parser(epilog)
+    parser.set_defaults(dist_url="auto")
+    return parser
 
 
 def check_device(cfg: CfgNode) -> None:
