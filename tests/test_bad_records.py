@@ -135,7 +135,8 @@ def test_train_net_stops_past_the_budget(world, tiny_text_encoder, tmp_path):
 
 def test_evaluation_never_skips(world, tiny_text_encoder, tmp_path):
     args = _args(tmp_path, tiny_text_encoder, "DATASETS.TEST", f"('{DATASET}',)", eval_only=True)
-    with pytest.raises(D.BadRecordError, match=rf"image_id={CORRUPT} .*{CORRUPT}\.jpg.*'file_name'"):
+    pattern = rf"image_id={CORRUPT} .*{CORRUPT}\.jpg.*'file_name'"
+    with pytest.raises(D.BadRecordError, match=pattern):
         train_net.main(args)
 
 

@@ -185,7 +185,7 @@ _RGB = np.random.default_rng(0).integers(0, 255, (50, 70, 3)).astype(np.uint8)
     (lambda p: p(_RGB > 128, "a dog"), "dtype bool"),
     (lambda p: p(torch.from_numpy(_RGB), "a dog"), "H×W×3 array, got Tensor"),
     (lambda p: p(_RGB.tolist(), "a dog"), "H×W×3 array, got list"),
-    (lambda p: p(np.zeros((0, 0, 3), np.uint8), "a dog"), "expected a non-empty image, got size 0×0"),
+    (lambda p: p(np.zeros((0, 0, 3), np.uint8), "a dog"), "a non-empty image, got size 0×0"),
     (lambda p: p(_RGB, None), "caption: expected a str, got NoneType"),
     (lambda p: p(_RGB, b"a dog"), r"caption: expected a str, got bytes \(decode it to str\)"),
     (lambda p: p(_RGB, " "), "caption: is empty"),

@@ -53,5 +53,5 @@ def test_stream_gives_up_when_every_record_fails():
         raise BadRecordError("image root is wrong")
 
     stream = TrainDataStream(RECORDS, broken, batch_size=2, seed=0, max_bad_records=100)
-    with pytest.raises(BadRecordBudgetError, match="16 records in a row failed at stream position 0"):
+    with pytest.raises(BadRecordBudgetError, match="16 records in a row failed at stream position"):
         next(iter(stream))

@@ -6,8 +6,9 @@
     ckpt.pth
 
 ``--num-gpus N`` starts N CPU processes when CUDA is unavailable (GLOO, with ``MODEL.DEVICE cpu``),
-on Detectron2 v0.6 as well; ``--dist-url`` defaults to a free local port. Schedules stated in epochs are resolved from the training sets' length
-when training starts; ``mdetr_d2``'s log lines go to the console and ``OUTPUT_DIR/log.txt``.
+on Detectron2 v0.6 as well; ``--dist-url`` defaults to a free local port. Schedules stated in epochs
+are resolved from the training sets' length when training starts; ``mdetr_d2``'s log lines go to the
+console and ``OUTPUT_DIR/log.txt``.
 """
 from detectron2.config import get_cfg
 from detectron2.utils import comm
