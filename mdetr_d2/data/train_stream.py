@@ -26,6 +26,7 @@ import itertools
 import logging
 import math
 import random
+import weakref
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -203,11 +204,25 @@ class TrainDataStream:
         self.bad_records: dict[int, str] = {}  # record index -> first failure message
         self.num_skips = 0
         self._started = False
+        # The running generator, weakly: a strong reference would make a cycle with its frame, and
+        # a loader torn down by the cycle collector waits seconds for each of its workers.
+        self._batches: weakref.ref | None = None
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[list]:
         # A generator: nothing runs until the first batch is requested, after resume_or_load has
         # restored the state (Detectron2 v0.6 calls iter() in SimpleTrainer.__init__).
+        batches = self._generate()
+        self._batches = weakref.ref(batches)
+        return batches
+
+    def close(self) -> None:
+        """Stop the loader and its worker processes (at the end of training)."""
+        batches = self._batches() if self._batches is not None else None
+        if batches is not None:
+            batches.close()
+
+    def _generate(self) -> Iterator[list]:
         dataset = _PositionDataset(self.records, self.mapper, self.seed, self.rank,
                                    self.world_size)
         self._started = True

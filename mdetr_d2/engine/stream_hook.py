@@ -40,6 +40,9 @@ class TrainStreamHook(HookBase):
         if self.trainer.start_iter > 0 and not self._loaded:  # resumed from an older checkpoint
             self._restore(None, self.trainer.start_iter - 1)
 
+    def after_train(self):
+        self.stream.close()  # the loader's workers end with the training, not at garbage collection
+
     def before_step(self):
         torch.manual_seed(derive_seed(self.stream.seed, MODEL, self.trainer.iter, comm.get_rank()))
 
