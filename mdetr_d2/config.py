@@ -111,6 +111,28 @@ def add_mdetr_config(cfg: CN) -> None:
     # initialization: fine-tuning into a different head, e.g. ['qa_head\.'] for new QA answers.
     m.SKIP_MISMATCHED_WEIGHTS = []
 
+    # Caption for inputs that carry neither "caption" nor "classes" (e.g. Detectron2's
+    # DefaultPredictor, which passes only the image). Empty: such inputs are detected against the
+    # class list below. Setting both this and CLASS_PROMPTS.NAMES is an error.
+    m.DEFAULT_CAPTION = ""
+    # Class prompts: MDETR as a detector over a class list (modulated detection, reference §4.5).
+    m.CLASS_PROMPTS = CN()
+    # Class names in contiguous-id order (pred_classes indexes this list). Empty: the thing_classes
+    # of the dataset being evaluated (the trainer's test loader passes them with every image),
+    # else of DATASETS.TEST[0] (e.g. for DefaultPredictor).
+    m.CLASS_PROMPTS.NAMES = []
+    # "per_class": every name (cleaned of parentheses and underscores) is its own caption; each
+    # gives all queries as detections of that class, scored 1 - p(no-object) (the official LVIS
+    # protocol, exact). "joined": names joined by " . " into as few prompts as the token slots
+    # allow, one span per class; each query is one detection of the class whose span holds the
+    # most token probability, scored by that probability mass (far fewer captions to run).
+    m.CLASS_PROMPTS.STYLE = "per_class"
+    # Captions (per_class) or prompts (joined) encoded and decoded together. per_class: 32 is the
+    # official chunk; the text of a chunk is padded to its longest caption.
+    m.CLASS_PROMPTS.CHUNK_SIZE = 32
+    # joined: most tokens in one prompt, <s> and </s> included; at most 255 (the predictable slots).
+    m.CLASS_PROMPTS.MAX_PROMPT_TOKENS = 255
+
     cfg.TEST.MDETR_EVAL = CN()
     # Also report class-agnostic COCO box (and mask) AP on detection-style splits (§7.1).
     cfg.TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP = True

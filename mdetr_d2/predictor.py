@@ -1,5 +1,8 @@
-"""A Detectron2-style predictor: ``predictor(image, caption)`` on one image, batches and many captions."""
+"""A Detectron2-style predictor: ``predictor(image, caption)`` on one image, batches and many
+captions; ``predictor(image, classes=names)`` detects a class list."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -87,22 +90,39 @@ class MDETRPredictor:
         if {image_format, self.input_format} - {"RGB", "BGR"}:
             raise ValueError(f"only RGB/BGR images are supported, got {image_format}/{self.input_format}")
 
-    def _to_input(self, image: np.ndarray, caption: str, index: int | None = None) -> dict:
+    def _to_input(self, image: np.ndarray, caption: str | None, index: int | None = None,
+                  classes: Sequence[str] | None = None) -> dict:
         suffix = "" if index is None else f" {index}"
         check_image(image, "image" + suffix)
-        check_caption(caption, "caption" + suffix)
+        if caption is not None:
+            check_caption(caption, "caption" + suffix)
+        if classes is not None:
+            classes = [check_caption(c, f"class name {i}")
+                       for i, c in enumerate(_check_list(classes, "class names"))]
         if self.image_format != self.input_format:
             image = image[:, :, ::-1]
         height, width = image.shape[:2]
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.augmentations(aug_input)
         tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
-        return {"image": tensor, "caption": caption, "height": height, "width": width}
+        out = {"image": tensor, "height": height, "width": width}
+        if caption is not None:
+            out["caption"] = caption
+        if classes is not None:
+            out["classes"] = classes
+        return out
 
     @torch.no_grad()
-    def __call__(self, image: np.ndarray, caption: str) -> dict:
-        """One image and its caption -> ``{"instances": Instances[, "qa": {...}]}``."""
-        return self.model([self._to_input(image, caption)])[0]
+    def __call__(self, image: np.ndarray, caption: str | None = None, *,
+                 classes: Sequence[str] | None = None) -> dict:
+        """One image and its caption -> ``{"instances": Instances[, "qa": {...}]}``.
+
+        With ``classes`` instead (or with neither, as the config says:
+        ``MODEL.MDETR.DEFAULT_CAPTION`` or ``MODEL.MDETR.CLASS_PROMPTS``): class-prompt detection,
+        ``pred_classes`` indexing the class list, plus ``all_instances`` (every detection, see
+        ``MDETR.detect_classes``).
+        """
+        return self.model([self._to_input(image, caption, classes=classes)])[0]
 
     @torch.no_grad()
     def predict_batch(self, images: list[np.ndarray], captions: list[str]) -> list[dict]:

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
@@ -14,14 +18,19 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.file_io import PathManager
 from torch import nn
 
+from .class_prompts import ClassPrompts, ClassPromptSettings
 from .heads import MLP, build_qa_head
 from .official_names import official_names_pre_hook
 from .position_encoding import PositionEmbeddingSine
-from .postprocessing import detections_to_instances, qa_answer
+from .postprocessing import class_detections_to_instances, detections_to_instances, qa_answer
 from .segmentation import AttentionMap, MaskHead
-from .text_encoder import MAX_TOKEN_SLOTS, EncodedText, TextEncoder
+from .text_encoder import MAX_TOKEN_SLOTS, EncodedText, TextEncoder, caption_token_limit
 from .transformer import Transformer
 
+logger = logging.getLogger(__name__)
+
+# Class lists whose encoded prompts a model keeps (e.g. one per evaluation dataset).
+_PROMPT_CACHE_SIZE = 4
 
 
 @dataclass
@@ -88,6 +97,12 @@ class MDETR(nn.Module):
     output: ``[{"instances": Instances, ["qa": {...}]}]`` in original image pixels.
     Training input additionally carries ``instances`` from :class:`MDETRDatasetMapper`; output is the
     weighted loss dict.
+
+    Class prompts (inference): an input with ``"classes"`` (a list of names), or with no
+    ``"caption"``, is detected against a class list (see :meth:`detect_classes`): the input's
+    ``classes``, else ``default_caption`` is grounded when set, else ``class_prompts.names``, else
+    the ``thing_classes`` of ``class_prompts.dataset``. Output ``{"instances", "all_instances"}``:
+    the ``detections_per_image`` best and every detection.
     """
 
     @configurable
@@ -111,6 +126,9 @@ class MDETR(nn.Module):
         mask_threshold: float = 0.5,
         freeze_detector: bool = False,
         input_format: str = "RGB",
+        default_caption: str = "",
+        class_prompts: ClassPromptSettings = ClassPromptSettings(),
+        detections_per_image: int = 100,
     ):
         """
         Args:
@@ -131,6 +149,11 @@ class MDETR(nn.Module):
             mask_threshold: sigmoid threshold of the predicted masks at inference.
             freeze_detector: train only the mask branch (official ``--frozen_weights``).
             input_format: "RGB" or "BGR" channel order of ``image`` tensors.
+            default_caption: caption of inputs that have neither ``caption`` nor ``classes``
+                ("" = detect them with class prompts).
+            class_prompts: how a class list becomes prompts, and where it comes from.
+            detections_per_image: class prompts: detections kept in ``instances`` (best scores
+                first; 0 = all). ``all_instances`` always holds every one.
         """
         super().__init__()
         self.backbone = backbone
@@ -184,6 +207,16 @@ class MDETR(nn.Module):
             for name, p in self.named_parameters():
                 p.requires_grad_(name.startswith(("bbox_attention.", "mask_head.")))
 
+        if default_caption and class_prompts.names:
+            raise ValueError("set MODEL.MDETR.DEFAULT_CAPTION or MODEL.MDETR.CLASS_PROMPTS.NAMES, "
+                             "not both: inputs without a caption are either grounded on the "
+                             "caption or class-detected")
+        self.default_caption = default_caption
+        self.class_prompts = class_prompts
+        self.detections_per_image = detections_per_image
+        # Encoded prompt sets by class list, with the text-encoder state they were encoded under.
+        self._prompt_cache: OrderedDict = OrderedDict()
+
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         # Official state dicts load through any loader (Detectron2's DetectionCheckpointer too).
@@ -226,6 +259,15 @@ class MDETR(nn.Module):
             "mask_threshold": m.MASK_THRESHOLD,
             "freeze_detector": m.FREEZE_DETECTOR,
             "input_format": cfg.INPUT.FORMAT,
+            "default_caption": m.DEFAULT_CAPTION,
+            "class_prompts": ClassPromptSettings(
+                names=tuple(m.CLASS_PROMPTS.NAMES),
+                dataset=cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "",
+                style=m.CLASS_PROMPTS.STYLE,
+                chunk_size=m.CLASS_PROMPTS.CHUNK_SIZE,
+                max_prompt_tokens=m.CLASS_PROMPTS.MAX_PROMPT_TOKENS,
+            ),
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
         }
 
     @property
@@ -235,12 +277,57 @@ class MDETR(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Detectron2 entry points
     def forward(self, batched_inputs: list[dict]):
-        images = self.preprocess_image(batched_inputs)
-        captions = [x["caption"] for x in batched_inputs]
-        outputs = self.forward_network(images.tensor, self.padding_mask(images), captions)
         if self.training:
+            missing = [i for i, x in enumerate(batched_inputs) if x.get("caption") is None]
+            if missing:
+                raise ValueError(f"training inputs {missing} have no 'caption': MDETR trains on "
+                                 f"captions")
+            images = self.preprocess_image(batched_inputs)
+            captions = [x["caption"] for x in batched_inputs]
+            outputs = self.forward_network(images.tensor, self.padding_mask(images), captions)
             return self.losses(outputs, images, batched_inputs)
-        return self.inference(outputs, images, batched_inputs)
+        captions = [self._caption_of(x) for x in batched_inputs]
+        grounded = [i for i, c in enumerate(captions) if c is not None]
+        results: list = [None] * len(batched_inputs)
+        if grounded:
+            inputs = [batched_inputs[i] for i in grounded]
+            images = self.preprocess_image(inputs)
+            texts = [captions[i] for i in grounded]
+            outputs = self.forward_network(images.tensor, self.padding_mask(images), texts)
+            for i, result in zip(grounded, self.inference(outputs, images, inputs, texts)):
+                results[i] = result
+        for i, x in enumerate(batched_inputs):
+            if captions[i] is None:
+                results[i] = self.detect_classes(x, self._class_names_of(x, i))
+        return results
+
+    def _caption_of(self, x: dict) -> str | None:
+        """The caption an inference input is grounded on, or None for class-prompt detection."""
+        if x.get("caption") is not None:
+            return x["caption"]
+        if x.get("classes") is not None or not self.default_caption:
+            return None
+        return self.default_caption
+
+    def _class_names_of(self, x: dict, index: int) -> Sequence[str]:
+        """The class list of a class-prompt input (``index`` only names it in the error)."""
+        if x.get("classes") is not None:
+            return x["classes"]
+        if self.class_prompts.names:
+            return self.class_prompts.names
+        dataset = self.class_prompts.dataset
+        names = MetadataCatalog.get(dataset).get("thing_classes") if dataset else None
+        if not names:
+            where = "DATASETS.TEST is empty"
+            if dataset:
+                where = (f"DATASETS.TEST[0] = {dataset!r} has no metadata thing_classes (a "
+                         f"COCO-format dataset gets them when it is loaded)")
+            raise ValueError(
+                f"MDETR input {index} has no 'caption' and no class list. Give the input a "
+                f"'caption' or 'classes', or set MODEL.MDETR.DEFAULT_CAPTION (a caption for every "
+                f"image) or MODEL.MDETR.CLASS_PROMPTS.NAMES (class names to detect); {where}."
+            )
+        return names
 
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
         """Normalise and pad bottom/right with zeros to the largest image (no size divisibility, §1.1)."""
@@ -313,13 +400,22 @@ class MDETR(nn.Module):
             return self.query_embed.weight
         return torch.cat([self.query_embed.weight, self.qa_embed.weight], 0)
 
-    def decode(self, enc: EncoderMemory) -> dict:
-        """Decoder + heads on an encoder pass (the official ``encode_and_save=False`` call)."""
+    def decode(self, enc: EncoderMemory, boxes_only: bool = False) -> dict:
+        """Decoder + heads on an encoder pass (the official ``encode_and_save=False`` call).
+
+        ``boxes_only``: just the last layer's ``pred_logits`` and ``pred_boxes`` (and
+        ``tokenized``), the same values without the other heads (what class-prompt detection reads).
+        """
         b = enc.memory.shape[0]
         query_pos = self.query_embeddings()[None].expand(b, -1, -1)
         hs = self.transformer.decoder(torch.zeros_like(query_pos), query_pos, enc.memory,
                                       enc.padding_mask, enc.pos)
         out: dict = {"tokenized": enc.text.tokenized}
+        if boxes_only:
+            last = hs[-1, :, : self.query_embed.num_embeddings]  # object queries; QA queries follow
+            out["pred_logits"] = self.class_embed(last)
+            out["pred_boxes"] = self.bbox_embed(last).sigmoid()
+            return out
         if self.qa_head is not None:
             # Answers are read from the FIRST decoder layer's answer queries (reference §1.15).
             n = self.qa_head.num_queries
@@ -385,14 +481,17 @@ class MDETR(nn.Module):
             target["isfinal"] = inst.gt_isfinal.float()
         return target
 
-    def inference(self, outputs: dict, images: ImageList, batched_inputs: list[dict]) -> list[dict]:
+    def inference(self, outputs: dict, images: ImageList, batched_inputs: list[dict],
+                  captions: list[str] | None = None) -> list[dict]:
+        """Per-image results of a grounded batch (``captions`` default to the inputs' ones)."""
         results = []
         for i, x in enumerate(batched_inputs):
             height, width = x.get("height", images.image_sizes[i][0]), x.get("width", images.image_sizes[i][1])
             result = {
                 "instances": detections_to_instances(
                     outputs, i, (height, width), images.image_sizes[i],
-                    padded_size=tuple(images.tensor.shape[-2:]), caption=x["caption"],
+                    padded_size=tuple(images.tensor.shape[-2:]),
+                    caption=captions[i] if captions is not None else x["caption"],
                     mask_threshold=self.mask_threshold,
                 )
             }
@@ -400,6 +499,66 @@ class MDETR(nn.Module):
                 result["qa"] = qa_answer(outputs, i, self.qa_kind, self.qa_vocab)
             results.append(result)
         return results
+
+    # ----------------------------------------------------------------------------------------------
+    # Class prompts
+    def encoded_class_prompts(self, names: Sequence[str]) -> tuple[ClassPrompts, list[EncodedText]]:
+        """The prompts of ``names`` (in the configured style) and each chunk's encoded text.
+
+        Built once per class list and reused for every image while the text encoder's weights (any
+        in-place update or load bumps a parameter's version), device, dtype, train/eval mode and
+        autocast state stay the same; otherwise encoded again.
+        """
+        s = self.class_prompts
+        key = (tuple(names), s.style, s.chunk_size, s.max_prompt_tokens)
+        state = self._text_encoder_state()
+        entry = self._prompt_cache.get(key)
+        if entry is not None and entry[0] == state:
+            self._prompt_cache.move_to_end(key)
+            return entry[1]
+        limit = caption_token_limit(self.text_encoder.body.config)
+        max_tokens = min(s.max_prompt_tokens, limit or s.max_prompt_tokens)
+        prompts = ClassPrompts.build(names, self.text_encoder.tokenizer, s.style, s.chunk_size,
+                                     max_tokens)
+        with torch.no_grad():
+            texts = [self.encode_text(chunk.captions) for chunk in prompts.chunks]
+        logger.info("encoded %d class names as %d %s prompts in %d chunks", len(names),
+                    sum(len(c.captions) for c in prompts.chunks), s.style, len(prompts.chunks))
+        self._prompt_cache[key] = (state, (prompts, texts))
+        self._prompt_cache.move_to_end(key)
+        while len(self._prompt_cache) > _PROMPT_CACHE_SIZE:
+            self._prompt_cache.popitem(last=False)
+        return prompts, texts
+
+    def _text_encoder_state(self) -> tuple:
+        kind = self.device.type
+        amp = (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
+        weights = tuple((p.data_ptr(), p.dtype, p._version) for p in self.text_encoder.parameters())
+        return str(self.device), self.text_encoder.training, amp, weights
+
+    def detect_classes(self, x: dict, names: Sequence[str]) -> dict:
+        """Detect the classes ``names`` on one input image (``image`` [, ``height``, ``width``]).
+
+        The image is encoded once; the cross-encoder and decoder run once per prompt chunk with the
+        cached prompt encodings. Returns ``{"instances": ..., "all_instances": ...}`` in original
+        pixels: ``all_instances`` holds every detection (per_class: classes × queries, in class
+        order, as the official LVIS evaluation) with ``pred_boxes``, ``scores`` and ``pred_classes``
+        (indices into ``names``); ``instances`` the ``detections_per_image`` best of them, by score,
+        with the phrase fields too.
+        """
+        prompts, texts = self.encoded_class_prompts(names)
+        # One image at a time, unpadded: the official evaluation runs with batch size 1.
+        images = self.preprocess_image([x])
+        image = self.encode_image(images.tensor, self.padding_mask(images))
+        parts = []
+        for chunk, text in zip(prompts.chunks, texts):
+            enc = self.encode(image.expand(len(chunk.captions)), None, text)
+            out = self.decode(enc, boxes_only=True)
+            parts.append(prompts.read(chunk, out["pred_logits"], out["pred_boxes"]))
+        boxes, scores, spans = (torch.cat(p) for p in zip(*parts))
+        size = (x.get("height", images.image_sizes[0][0]), x.get("width", images.image_sizes[0][1]))
+        return class_detections_to_instances(boxes, scores, spans, prompts, size,
+                                             self.detections_per_image)
 
 
 def load_qa_vocab(path: str, kind: str) -> dict[str, dict[int, str]]:

@@ -89,6 +89,39 @@ def detections_to_instances(outputs: dict, index: int, orig_size: tuple[int, int
     return inst
 
 
+def class_detections_to_instances(boxes: torch.Tensor, scores: torch.Tensor, spans: torch.Tensor,
+                                  prompts, orig_size: tuple[int, int], top_k: int
+                                  ) -> dict[str, Instances]:
+    """Class-prompt detections of one image as ``{"instances", "all_instances"}`` (original pixels).
+
+    Args:
+        boxes, scores, spans: every detection's normalised cxcywh box, score and global span id (see
+            :meth:`ClassPrompts.read`).
+        prompts: the :class:`ClassPrompts` the spans refer to.
+        orig_size: ``(h, w)`` of the original image.
+        top_k: detections kept in ``instances``, best scores first (0 = all).
+
+    ``all_instances``: every detection with ``pred_boxes``, ``scores`` and ``pred_classes``
+    (indices into the class list), in the given order. ``instances``: the ``top_k`` best, by
+    decreasing score, with ``pred_spans`` (the class name's ``[begin, end)`` in its prompt) and
+    ``pred_phrases`` (its text) too.
+    """
+    every = Instances(tuple(orig_size))
+    every.pred_boxes = Boxes(scale_boxes(boxes, orig_size))
+    every.scores = scores
+    span_ids = spans.cpu()
+    every.pred_classes = prompts.span_class[span_ids].to(scores.device)
+    if 0 < top_k < len(scores):
+        keep = scores.topk(top_k).indices
+    else:
+        keep = scores.argsort(descending=True, stable=True)
+    best = every[keep]
+    kept = span_ids[keep.cpu()]
+    best.pred_spans = prompts.span_chars[kept].to(scores.device)
+    best.pred_phrases = np.array([prompts.span_text[i] for i in kept.tolist()], dtype=object)
+    return {"instances": best, "all_instances": every}
+
+
 def qa_answer(outputs: dict, index: int, kind: str, vocab: dict | None = None) -> dict:
     """The predicted answer of image ``index``: ``{"answer", "answer_type", "confidence"}`` (§4.6).
 
