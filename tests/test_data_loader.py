@@ -436,10 +436,18 @@ def test_clevr_questions_and_lvis_json(tmp_path):
             }
         ],
         "annotations": [{"id": 1, "image_id": 5, "bbox": [1, 1, 2, 2], "category_id": 4}],
+        "categories": [{"id": 4, "name": "zebra"}, {"id": 3, "name": "aerosol_can"}],
     }
-    (r,) = D.load_lvis_v1_json(_write(tmp_path / "lv.json", lv), "/coco")
+    (r,) = D.load_lvis_v1_json(_write(tmp_path / "lv.json", lv), "/coco", "test_lvis_json")
     assert r["file_name"] == "/coco/val2017/000000000005.jpg" and r["neg_category_ids"] == [3]
-    assert r["annotations"][0]["category_id"] == 4 and "caption" not in r
+    # Detectron2's convention: contiguous ids in the records, the names as thing_classes (id order).
+    assert r["annotations"][0]["category_id"] == 1 and "caption" not in r
+    meta = MetadataCatalog.get("test_lvis_json")
+    assert meta.thing_classes == ["aerosol_can", "zebra"]
+    assert meta.thing_dataset_id_to_contiguous_id == {3: 0, 4: 1}
+    lv["annotations"][0]["category_id"] = 9
+    with pytest.raises(D.DatasetFormatError, match="id=1: field 'category_id' 9 is not a category"):
+        D.load_lvis_v1_json(_write(tmp_path / "lv.json", lv), "/coco")
 
 
 # Silent-data cases: each was accepted without a word before.

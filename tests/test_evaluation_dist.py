@@ -45,7 +45,7 @@ def _run(evaluators, samples):
         inst = Instances((100, 100))
         inst.pred_boxes = Boxes(torch.from_numpy(boxes))
         inst.scores = torch.from_numpy(scores)
-        inst.pred_classes = torch.tensor([1, 2] * 4)
+        inst.pred_classes = torch.tensor([0, 1] * 4)  # contiguous ids of categories 1 and 2
         for ev in evaluators:
             ev.process([{"image_id": img_id}], [{"instances": inst}])
     return [ev.evaluate() for ev in evaluators]

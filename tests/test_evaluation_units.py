@@ -338,7 +338,8 @@ def test_lvis_fixed_ap_keeps_topk_over_dataset(tmp_path):
     ev.reset()
     naive = []
     for img, (boxes, scores) in preds.items():
-        inst = _inst(boxes, scores, pred_classes=torch.ones(len(scores), dtype=torch.long))
+        # Contiguous id 0 = category 1, the first of the ground truth's categories by id.
+        inst = _inst(boxes, scores, pred_classes=torch.zeros(len(scores), dtype=torch.long))
         ev.process([{"image_id": img}], [{"instances": inst}])
         naive += [
             {"image_id": img, "category_id": 1, "score": s, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}

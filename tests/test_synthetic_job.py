@@ -15,6 +15,10 @@ def test_synthetic_job_end_to_end(tmp_path):
     assert {"refexp", "bbox"} <= set(refexp) and {"flickr", "bbox"} <= set(flickr)
     assert 0.0 <= refexp["refexp"]["synthetic_refexp/P@1"] <= 1.0
     assert 0.0 <= flickr["flickr"]["R@1_all"] <= 1.0
+    # Class-prompt detection of the shapes, scored by Detectron2's COCOEvaluator, both styles.
+    prompts_ap = results["class_prompt_box_AP"]
+    assert set(prompts_ap) == {"per_class", "joined"}
+    assert all(0.0 <= r["AP50"] <= 100.0 and "AP-circle" in r for r in prompts_ap.values())
     baselines = results["text_blind_baselines_P@1"]
     assert set(baselines) == {"largest object", "smallest object", "most central object", "random object"}
     assert all(0.0 <= v <= 1.0 for v in baselines.values())

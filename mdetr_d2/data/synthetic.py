@@ -24,6 +24,11 @@ official MDETR annotation format (reference §5.1: one json "image" entry = one 
   (binary / attribute / number, the CLEVR answer families, §1.15); the objects the question
   mentions are annotated.
 
+A fourth file, ``synthetic_detection_<split>.json``, is a plain COCO detection view of the same
+scenes: one image entry per scene, every object annotated, its category the shape. It is registered
+the Detectron2 way (``register_coco_instances``) and scored with Detectron2's ``COCOEvaluator``
+(class-prompt detection over the shape names).
+
 Object masks are written as COCO polygons (the exact polygons that were drawn).
 """
 from __future__ import annotations
@@ -45,7 +50,7 @@ from tqdm import tqdm
 logger = logging.getLogger(__name__)
 
 # Bump whenever the output for a given set of parameters changes (invalidates existing manifests).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 FAMILIES = ("refexp", "flickr", "qa")
@@ -538,9 +543,12 @@ def lexicon() -> list[str]:
     return [" ".join(words), " ".join(reversed(words))] + words
 
 
+DETECTION = "detection"  # the COCO detection view (not an MDETR caption family)
+
+
 def _json_paths(root: Path) -> dict[str, Path]:
     return {f"synthetic_{family}_{split}": root / "annotations" / f"synthetic_{family}_{split}.json"
-            for family in FAMILIES for split in SPLITS}
+            for family in FAMILIES + (DETECTION,) for split in SPLITS}
 
 
 def _categories() -> list[dict]:
@@ -602,7 +610,7 @@ def _generate_split(root: Path, split: str, num_images: int, seed: int, params: 
     files = {family: {"info": {"description": f"synthetic grounding world, {family} {split}",
                                "seed": seed, "generator_version": GENERATOR_VERSION},
                       "licenses": [], "categories": _categories(), "images": [], "annotations": []}
-             for family in FAMILIES}
+             for family in FAMILIES + (DETECTION,)}
     captions = []
     for index in tqdm(range(num_images), desc=f"synthetic {split}", unit="img",
                       disable=not params["progress"]):
@@ -615,6 +623,17 @@ def _generate_split(root: Path, split: str, num_images: int, seed: int, params: 
             "flickr": [make_phrase_caption(rng, scene) for _ in range(params["flickr_per_image"])],
             "qa": make_questions(rng, scene, params["qa_per_image"]),
         }
+        detection = files[DETECTION]
+        detection["images"].append({"file_name": file_name, "height": scene.height,
+                                    "width": scene.width, "id": index})
+        for obj in scene.objects:
+            # Ids from 1: pycocotools' matching takes annotation id 0 for "unmatched".
+            ann = {"area": round(obj.area, 2), "iscrowd": 0, "image_id": index,
+                   "category_id": SHAPES.index(obj.shape) + 1,
+                   "id": len(detection["annotations"]) + 1, "bbox": [round(v, 2) for v in obj.bbox]}
+            if params["masks"]:
+                ann["segmentation"] = [[v for p in obj.polygon for v in p]]
+            detection["annotations"].append(ann)
         sentences, xml = _flickr_entities_files(scene, file_name, per_family["flickr"])
         (entities_dir / "Sentences" / f"{index}.txt").write_text(sentences)
         (entities_dir / "Annotations" / f"{index}.xml").write_text(xml)
@@ -674,7 +693,8 @@ def generate_synthetic_dataset(
     """Write the synthetic grounding dataset (and its text encoder) under ``root``.
 
     Layout: ``images/{split}/NNNNNN.png``,
-    ``annotations/synthetic_{refexp,flickr,qa}_{split}.json``, ``flickr_entities/{split}/``
+    ``annotations/synthetic_{refexp,flickr,qa,detection}_{split}.json``,
+    ``flickr_entities/{split}/``
     (Flickr30k Entities layout of the flickr captions), ``text_encoder/`` (fast RoBERTa tokenizer
     trained on the train captions + a random-init RoBERTa),
     ``synthetic_qa_answer2id{,_by_type}.json`` (GQA-format answer vocabularies) and
@@ -790,12 +810,29 @@ def qa_vocabularies() -> tuple[dict, dict]:
 _EVALUATOR_TYPES = {"refexp": "refexp", "flickr": "flickr", "qa": "gqa"}
 
 
-def register_synthetic(root: str | os.PathLike) -> list[str]:
-    """Register ``synthetic_{refexp,flickr,qa}_{train,val,test}`` from a generated folder.
+def _family_metadata(family: str, root: Path, split: str) -> dict:
+    """The metadata the evaluators of a caption family read."""
+    metadata = {"evaluator_type": _EVALUATOR_TYPES[family]}
+    if family == "qa":  # the keys of the GQA registration
+        metadata.update(
+            gqa_answer_vocab=str(root / "synthetic_qa_answer2id.json"),
+            gqa_answer_vocab_by_type=str(root / "synthetic_qa_answer2id_by_type.json"),
+            gqa_split=split, qa_attributes=list(QA_ATTRIBUTES))
+    if family == "flickr":  # the Flickr evaluator reads the Flickr30k Entities layout
+        metadata.update(flickr_entities_dir=str(root / "flickr_entities" / split),
+                        flickr_split=split, flickr_gt_type="separate")
+    return metadata
 
-    Uses :func:`mdetr_d2.data.register_mdetr_json`, with the metadata the project's evaluators read
-    (``evaluator_type`` refexp / flickr / gqa, the Flickr30k Entities folder, the GQA-format answer
-    vocabularies) plus ``text_encoder``, the folder to use as ``MODEL.MDETR.TEXT_ENCODER.NAME``.
+
+def register_synthetic(root: str | os.PathLike) -> list[str]:
+    """Register ``synthetic_{refexp,flickr,qa,detection}_{train,val,test}`` from a generated folder.
+
+    The caption families use :func:`mdetr_d2.data.register_mdetr_json`, with the metadata the
+    project's evaluators read (``evaluator_type`` refexp / flickr / gqa, the Flickr30k Entities
+    folder, the GQA-format answer vocabularies); the detection view uses Detectron2's
+    ``register_coco_instances`` (``evaluator_type`` coco; ``thing_classes`` = the shapes once
+    loaded).
+    All get ``text_encoder``, the folder to use as ``MODEL.MDETR.TEXT_ENCODER.NAME``.
     Nothing is read at registration. A name already registered for the same root is kept; one
     registered for another root is replaced (e.g. a demo generating into a temporary folder).
 
@@ -803,12 +840,13 @@ def register_synthetic(root: str | os.PathLike) -> list[str]:
         the names (re)registered by this call.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
 
     from .datasets.mdetr_json import register_mdetr_json
 
     root = Path(root)
     names = []
-    for family in FAMILIES:
+    for family in FAMILIES + (DETECTION,):
         for split in SPLITS:
             name = f"synthetic_{family}_{split}"
             if name in DatasetCatalog.list():
@@ -817,17 +855,12 @@ def register_synthetic(root: str | os.PathLike) -> list[str]:
                 logger.info("re-registering %s from %s", name, root)
                 DatasetCatalog.remove(name)
                 MetadataCatalog.remove(name)
-            metadata = {"evaluator_type": _EVALUATOR_TYPES[family], "dataset_root": str(root),
-                        "text_encoder": str(root / "text_encoder")}
-            if family == "qa":  # the keys of the GQA registration
-                metadata.update(
-                    gqa_answer_vocab=str(root / "synthetic_qa_answer2id.json"),
-                    gqa_answer_vocab_by_type=str(root / "synthetic_qa_answer2id_by_type.json"),
-                    gqa_split=split, qa_attributes=list(QA_ATTRIBUTES))
-            if family == "flickr":  # the Flickr evaluator reads the Flickr30k Entities layout
-                metadata.update(flickr_entities_dir=str(root / "flickr_entities" / split),
-                                flickr_split=split, flickr_gt_type="separate")
-            register_mdetr_json(name, str(_json_paths(root)[name]), str(root / "images" / split),
-                                **metadata)
+            metadata = {"dataset_root": str(root), "text_encoder": str(root / "text_encoder")}
+            json_file, image_root = str(_json_paths(root)[name]), str(root / "images" / split)
+            if family == DETECTION:
+                register_coco_instances(name, metadata, json_file, image_root)
+            else:
+                register_mdetr_json(name, json_file, image_root, **metadata,
+                                    **_family_metadata(family, root, split))
             names.append(name)
     return names

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import build_detection_test_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -201,7 +201,15 @@ class MDETRTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+        """The evaluation loader; unless MODEL.MDETR.CLASS_PROMPTS.NAMES is set, every input also
+        carries the dataset's ``thing_classes`` as ``classes``, so that images without a caption are
+        detected against the class list of the dataset being evaluated."""
+        loader = build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+        # After building: loading a COCO-format dataset is what sets its thing_classes.
+        classes = MetadataCatalog.get(dataset_name).get("thing_classes")
+        if classes and not cfg.MODEL.MDETR.CLASS_PROMPTS.NAMES:
+            return WithClasses(loader, classes)
+        return loader
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
@@ -237,3 +245,22 @@ def load_weights_for_evaluation(
         logger.info("Evaluating the checkpoint's EMA weights (model_ema).")
         unwrap_model(model).load_state_dict(rest["model_ema"])
     return model
+
+
+class WithClasses:
+    """A test loader whose inputs without a ``caption`` also carry ``classes`` (class-prompt
+    detection)."""
+
+    def __init__(self, loader, classes):
+        self.loader = loader
+        self.classes = tuple(classes)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            for x in batch:
+                if x.get("caption") is None:
+                    x.setdefault("classes", self.classes)
+            yield batch

@@ -7,7 +7,11 @@ and log their tables. :func:`build_mdetr_evaluators` picks them from the dataset
 Metadata attributes read (``MetadataCatalog.get(dataset_name)``):
 
 * ``evaluator_type``: a str or list of str among ``refexp``, ``clevrref``, ``flickr``, ``phrasecut``,
-  ``gqa``, ``clevr``, ``lvis``, ``coco_agnostic``; guessed from the dataset name (with a warning) when absent.
+  ``gqa``, ``clevr``, ``lvis``, ``coco``, ``coco_agnostic``; guessed from the dataset name (with a
+  warning) when absent. ``coco`` (what ``register_coco_instances`` and Detectron2's builtin COCO sets
+  write) is scored with Detectron2's ``COCOEvaluator``; ``lvis`` with the fixed-AP evaluator and
+  Detectron2's ``LVISEvaluator``. Both read the model's class-prompt detections (contiguous
+  ``pred_classes``).
 * ``json_file``: the MDETR json (RefExp / CLEVR-Ref+ ground truth, class-agnostic AP).
 * Flickr (all required): ``flickr_entities_dir``, ``flickr_split`` (``val``/``test``: the split list of the
   Entities folder), ``flickr_gt_type`` (``separate``/``merged``: ANY-BOX or MERGED-BOX as the main protocol).
@@ -19,7 +23,8 @@ Metadata attributes read (``MetadataCatalog.get(dataset_name)``):
 Config keys read (all optional, defaults in brackets): ``MODEL.MDETR.MASKS`` (segm AP, PhraseCut masks),
 ``MODEL.MDETR.QA_HEAD`` (GQA/CLEVR QA vs detection-only), ``MODEL.MDETR.NO_DETECTION`` (QA only),
 ``TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP`` [True], ``TEST.MDETR_EVAL.PHRASECUT_SCORE_THRESH`` [0.7],
-``TEST.MDETR_EVAL.LVIS_TOPK`` [10000].
+``TEST.MDETR_EVAL.LVIS_TOPK`` [10000], ``TEST.DETECTIONS_PER_IMAGE`` [100] (the standard COCO / LVIS
+AP's detections per image).
 """
 import logging
 import os
@@ -27,11 +32,11 @@ from typing import List, Optional, Tuple
 
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
 
 from .coco_agnostic import ClassAgnosticCOCOEvaluator
 from .flickr import FlickrEntitiesGroundTruth, FlickrEvaluator, parse_flickr_boxes, parse_flickr_sentences
-from .lvis_fixed_ap import LVISFixedAPEvaluator, PerCategoryTopK
+from .lvis_fixed_ap import LVISFixedAPEvaluator, NumpyCompatLVISEvaluator, PerCategoryTopK
 from .phrasecut import PhraseCutEvaluator, PhraseCutGroundTruth, phrasecut_prediction
 from .qa import CLEVREvaluator, GQAEvaluator
 from .refexp import ClevrRefEvaluator, RefExpEvaluator
@@ -55,10 +60,13 @@ __all__ = [
     "GQAEvaluator",
     "CLEVREvaluator",
     "LVISFixedAPEvaluator",
+    "NumpyCompatLVISEvaluator",
     "PerCategoryTopK",
 ]
 
-EVALUATOR_TYPES = ("refexp", "clevrref", "flickr", "phrasecut", "gqa", "clevr", "lvis", "coco_agnostic")
+EVALUATOR_TYPES = (
+    "refexp", "clevrref", "flickr", "phrasecut", "gqa", "clevr", "lvis", "coco", "coco_agnostic"
+)
 
 
 def infer_evaluator_types(dataset_name: str, qa_head: str = "none") -> List[str]:
@@ -142,6 +150,7 @@ def _evaluators_from_config(cfg, dataset_name: str, output_dir: Optional[str] = 
         "class_agnostic_ap": bool(cfg.TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP),
         "phrasecut_score_thresh": float(cfg.TEST.MDETR_EVAL.PHRASECUT_SCORE_THRESH),
         "lvis_topk": int(cfg.TEST.MDETR_EVAL.LVIS_TOPK),
+        "detections_per_image": int(cfg.TEST.DETECTIONS_PER_IMAGE),
     }
 
 
@@ -156,14 +165,15 @@ def build_mdetr_evaluators(
     class_agnostic_ap: bool = True,
     phrasecut_score_thresh: float = 0.7,
     lvis_topk: int = 10000,
+    detections_per_image: int = 100,
 ) -> DatasetEvaluators:
     """The evaluators of one MDETR evaluation dataset (call from the trainer's ``build_evaluator``
     as ``build_mdetr_evaluators(cfg, dataset_name, output_dir)``, or with the keywords).
 
     The task evaluators come from metadata ``evaluator_type`` (or, with a warning, the dataset name); the
     class-agnostic COCO AP that the official code always computes is added for every type with boxes in its
-    ``json_file`` (not for LVIS, which has its own fixed AP), unless ``class_agnostic_ap`` is False
-    (``TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP``). QA accuracy (``gqa``, ``clevr``) needs a model with a QA head
+    ``json_file`` (not for LVIS and COCO detection sets, scored per class), unless
+    ``class_agnostic_ap`` is False (``TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP``). QA accuracy (``gqa``, ``clevr``) needs a model with a QA head
     (``qa_head``, MODEL.MDETR.QA_HEAD): without one (e.g. the CLEVR detection pre-training) those datasets
     get box AP only. A QA-only model (``no_detection``, MODEL.MDETR.NO_DETECTION, official
     ``--no_detection``) gets QA accuracy only, as officially.
@@ -204,11 +214,14 @@ def build_mdetr_evaluators(
         elif t == "clevr":
             evaluators.append(CLEVREvaluator(dataset_name, output_dir))
         elif t == "lvis":
-            evaluators.append(
-                LVISFixedAPEvaluator(dataset_name, topk=lvis_topk)
-            )
+            evaluators.append(LVISFixedAPEvaluator(dataset_name, topk=lvis_topk))
+            evaluators.append(NumpyCompatLVISEvaluator(
+                dataset_name, output_dir=output_dir, max_dets_per_image=detections_per_image))
+        elif t == "coco":
+            evaluators.append(COCOEvaluator(dataset_name, output_dir=output_dir,
+                                            max_dets_per_image=detections_per_image))
     want_ap = not no_detection and (
-        "coco_agnostic" in types or (class_agnostic_ap and "lvis" not in types)
+        "coco_agnostic" in types or (class_agnostic_ap and not {"lvis", "coco"} & set(types))
     )
     json_file = getattr(meta, "json_file", None)
     if want_ap and json_file:

@@ -1,5 +1,6 @@
-"""LVIS "fixed AP" (Dave et al.): per category the top 10,000 detections over the whole dataset, no per-image
-cap, scored with the LVIS API (reference §4.5, §7.7)."""
+"""LVIS "fixed AP" (Dave et al.): per category the top 10,000 detections over the whole dataset, no
+per-image cap, scored with the LVIS API (reference §4.5, §7.7); and Detectron2's standard LVIS
+evaluator, made to run on current NumPy."""
 import contextlib
 import io
 import logging
@@ -7,14 +8,14 @@ from collections import OrderedDict
 from typing import Dict, List, Optional
 
 import numpy as np
-from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation import DatasetEvaluator, LVISEvaluator
 from detectron2.utils import comm
 
 from .common import log_table, to_numpy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PerCategoryTopK", "LVISFixedAPEvaluator"]
+__all__ = ["PerCategoryTopK", "LVISFixedAPEvaluator", "NumpyCompatLVISEvaluator"]
 
 
 @contextlib.contextmanager
@@ -46,9 +47,10 @@ class PerCategoryTopK:
     def add(self, category_ids, rows: np.ndarray) -> None:
         category_ids = np.asarray(category_ids).reshape(-1)
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-        for cat in np.unique(category_ids):
-            sel = rows[category_ids == cat]
-            cat = int(cat)
+        # One sort, then one slice per category (an image brings every category's detections).
+        order = np.argsort(category_ids, kind="stable")
+        cats, starts = np.unique(category_ids[order], return_index=True)
+        for cat, sel in zip(cats.tolist(), np.split(rows[order], starts[1:])):
             self._chunks.setdefault(cat, []).append(sel)
             self._sizes[cat] = self._sizes.get(cat, 0) + len(sel)
             if self._sizes[cat] >= 2 * self.k:
@@ -81,25 +83,29 @@ class PerCategoryTopK:
 class LVISFixedAPEvaluator(DatasetEvaluator):
     """LVIS fixed AP (AP, AP50, AP75, APs/m/l, APr/c/f) as fractions, ``{"lvis_fixed_ap": {...}}``.
 
-    Expected outputs: ``instances`` holding the detections of *all* categories of the image (the MDETR LVIS
-    model runs one caption per category and concatenates), with ``pred_classes`` = **LVIS category ids**
-    (not contiguous indices), ``scores`` and ``pred_boxes`` (xyxy, original pixels). The LVIS image id is
+    Expected outputs: every detection of the image, uncapped: ``all_instances`` when the output has
+    it (class-prompt detection), else ``instances``, with ``pred_classes`` (contiguous Detectron2
+    ids), ``scores`` and ``pred_boxes`` (xyxy, original pixels). Contiguous ids map to LVIS category
+    ids through the dataset's metadata ``thing_dataset_id_to_contiguous_id``, else by rank of the
+    ground truth's category ids (id order, as Detectron2's LVIS metadata). The LVIS image id is
     ``original_id`` when the input has one, else ``image_id``.
 
     Ground truth: an LVIS-format json (metadata ``lvis_json``, e.g. ``lvis_v1_minival.json``).
     """
 
     def __init__(self, dataset_name: str, lvis_json: Optional[str] = None, *, topk: int = 10000):
+        from detectron2.data import MetadataCatalog
         from lvis import LVIS
 
+        meta = MetadataCatalog.get(dataset_name)
         if lvis_json is None:
-            from detectron2.data import MetadataCatalog
-
-            meta = MetadataCatalog.get(dataset_name)
             lvis_json = getattr(meta, "lvis_json", None) or getattr(meta, "json_file", None)
         self._dataset_name = dataset_name
         with contextlib.redirect_stdout(io.StringIO()):
             self._lvis = LVIS(str(lvis_json))
+        self._meta = meta
+        # Read on first use: loading the dataset is what sets the metadata.
+        self._category_ids: Optional[np.ndarray] = None
         self._topk = topk
         self._buffer = PerCategoryTopK(topk)
         self._seen: set = set()
@@ -117,14 +123,30 @@ class LVISFixedAPEvaluator(DatasetEvaluator):
             if img_id in self._seen:
                 continue  # repeated datapoint (sampler padding)
             self._seen.add(img_id)
-            inst = out["instances"]
+            inst = out.get("all_instances", out["instances"])
             if len(inst) == 0:
                 continue
             boxes = to_numpy(inst.pred_boxes, np.float64).reshape(-1, 4).copy()
             boxes[:, 2:] -= boxes[:, :2]
             scores = to_numpy(inst.scores, np.float64).reshape(-1, 1)
             rows = np.concatenate([np.full((len(boxes), 1), img_id, np.float64), scores, boxes], axis=1)
-            self._buffer.add(to_numpy(inst.pred_classes, np.int64), rows)
+            self._buffer.add(self._lvis_category_ids(to_numpy(inst.pred_classes, np.int64)), rows)
+
+    def _lvis_category_ids(self, classes: np.ndarray) -> np.ndarray:
+        """LVIS category ids of contiguous class ids."""
+        if self._category_ids is None:
+            mapping = self._meta.get("thing_dataset_id_to_contiguous_id")
+            if mapping:
+                ids = np.zeros(len(mapping), np.int64)
+                for dataset_id, contiguous in mapping.items():
+                    ids[contiguous] = dataset_id
+            else:
+                ids = np.asarray(sorted(self._lvis.get_cat_ids()), np.int64)
+            self._category_ids = ids
+        if len(classes) and not 0 <= classes.min() <= classes.max() < len(self._category_ids):
+            raise ValueError(f"{self._dataset_name}: pred_classes must be contiguous ids in [0, "
+                             f"{len(self._category_ids)}), got {classes.min()}..{classes.max()}")
+        return self._category_ids[classes]
 
     def evaluate(self):
         comm.synchronize()
@@ -160,3 +182,12 @@ class LVISFixedAPEvaluator(DatasetEvaluator):
         results = OrderedDict((k, float(v)) for k, v in ev.get_results().items())
         log_table(f"{self._dataset_name}: LVIS fixed AP (top {self._topk} per category)", results)
         return OrderedDict(lvis_fixed_ap=results)
+
+
+class NumpyCompatLVISEvaluator(LVISEvaluator):
+    """Detectron2's ``LVISEvaluator`` (standard LVIS AP: at most 300 detections per image,
+    percentages), unchanged but for the ``np.float`` alias the LVIS API needs on NumPy >= 1.24."""
+
+    def evaluate(self):
+        with _numpy_float_alias():
+            return super().evaluate()

@@ -346,11 +346,20 @@ def load_lvis_v1_json(
 ) -> list[dict]:
     """Read an LVIS v1 json (e.g. ``lvis_v1_minival.json``) into plain per-image detection records.
 
-    No caption: LVIS is evaluated by prompting the model with batches of category names (reference
-    §4.5), which the evaluator builds from ``lvis_json``. ``file_name`` is ``<image_root>/<split>/<file>``
-    taken from ``coco_url`` (LVIS v1 images are the COCO 2017 images).
+    No caption: LVIS is evaluated by prompting the model with the category names (reference §4.5).
+    ``file_name`` is ``<image_root>/<split>/<file>`` taken from ``coco_url`` (LVIS v1 images are the
+    COCO 2017 images). Like Detectron2's COCO loader, when the file lists its categories, loading
+    sets the dataset's metadata ``thing_classes`` (category names by increasing id: the class
+    prompts) and ``thing_dataset_id_to_contiguous_id``, and annotations get the contiguous ids.
     """
     data = _read_json(json_file, dataset_name)
+    categories = sorted(data.get("categories", []), key=lambda c: c["id"])
+    contiguous = {c["id"]: i for i, c in enumerate(categories)}
+    if dataset_name and categories:
+        MetadataCatalog.get(dataset_name).set(
+            thing_classes=[c["name"] for c in categories],
+            thing_dataset_id_to_contiguous_id=contiguous,
+        )
     by_image: dict[Any, list] = {}
     for ann in data.get("annotations", []):
         by_image.setdefault(ann["image_id"], []).append(ann)
@@ -363,12 +372,18 @@ def load_lvis_v1_json(
         split_dir, base = url.split("/")[-2:]
         objs = []
         for ann in by_image.get(img["id"], ()):
+            ann_where = f"{where}, annotation id={ann.get('id')!r}"
+            category = ann.get("category_id")
+            if contiguous:
+                if category not in contiguous:
+                    raise _fail(
+                        json_file, ann_where, f"field 'category_id' {category!r} is not a category"
+                    )
+                category = contiguous[category]
             obj = {
-                "bbox": _check_bbox(
-                    ann.get("bbox"), json_file, f"{where}, annotation id={ann.get('id')!r}"
-                ),
+                "bbox": _check_bbox(ann.get("bbox"), json_file, ann_where),
                 "bbox_mode": BoxMode.XYWH_ABS,
-                "category_id": ann["category_id"],
+                "category_id": category,
             }
             if ann.get("segmentation"):
                 obj["segmentation"] = ann["segmentation"]
