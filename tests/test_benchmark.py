@@ -13,7 +13,7 @@ _OFFICIAL_CODE = Path(os.environ.get("MDETR_OFFICIAL_CODE", "/nonexistent"))
 def _tiny_opts(text_encoder):
     return ["--text-encoder", text_encoder, "--device", "cpu", "--short-side", "64", "--long-side", "96",
             "--batch-sizes", "1", "2", "--train-batch-sizes", "2", "--iters", "1", "--train-iters", "1",
-            "--warmup", "0", "--captions", "3",
+            "--warmup", "0", "--captions", "3", "--class-prompts", "6",
             "--opts", "MODEL.RESNETS.DEPTH", "18", "MODEL.MDETR.HIDDEN_DIM", "64", "MODEL.MDETR.NHEADS", "4",
             "MODEL.MDETR.ENC_LAYERS", "1", "MODEL.MDETR.DEC_LAYERS", "2", "MODEL.MDETR.DIM_FEEDFORWARD", "64",
             "MODEL.MDETR.NUM_QUERIES", "5", "MODEL.MDETR.CONTRASTIVE_HDIM", "16"]
@@ -35,6 +35,9 @@ def test_benchmark_writes_every_field(tmp_path):
     assert {"iters_per_s", "peak_mb"} <= set(r["training"][0]["ours"]["fast"])
     assert r["captions"]["captions"] == 3 and r["captions"]["speedup"] > 0
     assert r["captions"]["max_abs_box_diff_px"] < 1e-2  # batched captions == naive loop
+    prompts = r["class_prompts"]
+    assert prompts["names"] == 6 and prompts["captions"] == {"per_class": 6, "joined": 1}
+    assert prompts["joined_speedup_over_per_class"] > 0 and "6 class names, joined" in r["table"]
     assert "| inference" in r["table"]
 
 
@@ -48,7 +51,7 @@ def test_official_shims_and_key_mapping(tmp_path, official_fixtures):
         "--text-encoder", str(official_fixtures / "tiny_roberta"), "--official", str(_OFFICIAL_CODE),
         "--device", "cpu", "--short-side", "96", "--long-side", "128", "--batch-sizes", "2",
         "--train-batch-sizes", "2", "--iters", "1", "--train-iters", "1", "--warmup", "0", "--fp64-check",
-        "--output", str(out),
+        "--class-prompts", "40", "--output", str(out),
     ])
     r = json.loads(out.read_text())
     row = r["inference"][0]
@@ -60,3 +63,9 @@ def test_official_shims_and_key_mapping(tmp_path, official_fixtures):
         assert max(row["fp64"]["same_function"][mode].values()) < 1e-9
     assert set(row["fp64"]["fp32_vs_fp64"]) == {"exact", "fast", "official"}
     assert set(row["speedup"]) == {"exact", "fast"} and set(r["training"][0]["speedup"]) == {"exact", "fast"}
+    # per_class class prompts (exact mode) = the official LVIS evaluation's loop: same labels,
+    # same scores.
+    prompts = r["class_prompts"]
+    assert prompts["mode"] == "exact" and prompts["labels_equal"]
+    assert prompts["max_abs_diff"]["scores"] < 1e-4 and prompts["max_abs_diff"]["boxes_px"] < 1e-2
+    assert prompts["outputs_agree"] and prompts["per_class_speedup"] > 0

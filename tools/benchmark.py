@@ -13,6 +13,11 @@ What is measured (all on one synthetic padded batch, at the evaluation resolutio
 * many captions (``--captions N``): N phrases on one image through
   :meth:`MDETRPredictor.predict_captions` (backbone once, captions batched) against a naive loop of
   N single-caption calls;
+* class prompts (``--class-prompts N``): detection of the first N LVIS v1 category names on one
+  image, both styles (``per_class``, the official LVIS protocol, and ``joined``), with the prompts
+  encoded beforehand as the official evaluation does; with ``--official`` also the official
+  per-chunk loop of ``scripts/eval_lvis.py`` on the same weights, and how its detections agree
+  with ``per_class``;
 * with ``--official PATH`` (a checkout of the official MDETR code, not part of this repository): the
   official model is built with the same weights (our state dict converted back to official names),
   the outputs (logits, boxes, projections, ``res5`` features) are compared (``--atol``, strict for the
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -384,6 +390,58 @@ class OfficialMDETR:
             res5 = list(self.model.backbone[0].body(images).values())[-1]
             return _with_res5(self.forward(images, mask, captions), res5)
 
+    def class_prompt_detector(self, images: torch.Tensor, mask: torch.Tensor, names: list[str],
+                              orig_size: tuple[int, int], chunk_size: int = 32):
+        """The per-image loop of the official LVIS evaluation (``scripts/eval_lvis.py``) on one
+        padded image: names cleaned and encoded in chunks once (here, outside the returned
+        callable); per image the backbone once, then per chunk the image features repeated, the
+        cross-encoder on the pre-encoded text, the decoder, ``PostProcess`` and every query labelled
+        with its caption's class.
+
+        Returns a callable giving ``(scores, boxes, labels)`` of all chunks (labels: indices into
+        ``names``).
+        """
+        from models.postprocessors import PostProcess  # the official post-processing
+
+        from mdetr_d2.structures import clean_category_name
+
+        om = self.model
+        captions = [clean_category_name(n) for n in names]
+        chunks = [captions[i:i + chunk_size] for i in range(0, len(captions), chunk_size)]
+        texts = []
+        with torch.no_grad():
+            for chunk in chunks:
+                tok = om.transformer.tokenizer.batch_encode_plus(
+                    chunk, padding="longest", return_tensors="pt").to(self.device)
+                hidden = om.transformer.text_encoder(**tok).last_hidden_state.transpose(0, 1)
+                texts.append((tok.attention_mask.ne(1).bool(), om.transformer.resizer(hidden), tok))
+        samples = self.NestedTensor(images, mask)
+        size = torch.tensor([list(orig_size)], device=self.device)
+        post = PostProcess()
+
+        def detect():
+            with torch.no_grad():
+                features, pos = om.backbone(samples)
+                src, src_mask = features[-1].decompose()
+                scores, boxes, labels = [], [], []
+                start = 0
+                for chunk, text in zip(chunks, texts):
+                    n = len(chunk)
+                    cache = om.transformer(om.input_proj(src.repeat(n, 1, 1, 1)),
+                                           src_mask.repeat(n, 1, 1), om.query_embed.weight,
+                                           pos[-1].repeat(n, 1, 1, 1), text, encode_and_save=True,
+                                           text_memory=None, img_memory=None,
+                                           text_attention_mask=None)
+                    out = om(samples, chunk, encode_and_save=False, memory_cache=cache)
+                    for j, result in enumerate(post(out, size.repeat(n, 1))):
+                        scores.append(result["scores"])
+                        boxes.append(result["boxes"])
+                        labels.append(result["labels"] * 0 + start + j)
+                    start += n
+            return torch.cat(scores), torch.cat(boxes), torch.cat(labels)
+
+        return detect
+
     def targets(self, model, inputs: list[dict], padded: torch.Tensor):
         """Official targets and the collated binary positive map from our training dicts."""
         targets, maps = [], []
@@ -590,6 +648,70 @@ def run_training(args, cfg, models: dict, official, device, results: dict) -> No
         logger.info("training %s", json.dumps(row))
 
 
+def lvis_names(n: int) -> list[str]:
+    """The first ``n`` LVIS v1 category names, by id (Detectron2 ships the list)."""
+    from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
+
+    return [c["name"] for c in sorted(LVIS_CATEGORIES, key=lambda c: c["id"])][:n]
+
+
+def run_class_prompts(args, models: dict, official, device, results: dict) -> None:
+    """Class-prompt detection of N LVIS names on one image: both styles, and the official loop (with
+    the exact backbone mode when measured: the official arithmetic, so the gain is the rest's)."""
+    mode = "exact" if "exact" in models else next(iter(models))
+    model = models[mode]
+    names = lvis_names(args.class_prompts)
+    h, w = args.short_side, args.long_side
+    x = {"image": torch.from_numpy(synthetic_image(h, w, 11).transpose(2, 0, 1).astype("float32")),
+         "height": h, "width": w, "classes": names}
+    settings = model.class_prompts
+    last = {}
+
+    def ours(style: str):
+        def detect():
+            model.class_prompts = dataclasses.replace(settings, style=style)  # the cache keeps both
+            with torch.no_grad(), _autocast(args, device):
+                last[style] = model([x])[0]
+        return detect
+
+    fns = {"per_class": ours("per_class"), "joined": ours("joined")}
+    if official is not None:
+        images, mask = padded_batch(model, [x])
+        official_detect = official.class_prompt_detector(images, mask, names, (h, w),
+                                                         settings.chunk_size)
+
+        def theirs():
+            with _autocast(args, device):
+                last["official"] = official_detect()
+
+        fns["official"] = theirs
+    # At least one warm-up round: it encodes the prompts, which the official loop did beforehand.
+    times = timed_interleaved(fns, args.iters, max(args.warmup, 1), device)
+
+    def captions(style: str) -> int:
+        model.class_prompts = dataclasses.replace(settings, style=style)
+        return sum(len(c.captions) for c in model.encoded_class_prompts(names)[0].chunks)
+
+    row = {"names": len(names), "input": [h, w], "mode": mode, "chunk_size": settings.chunk_size,
+           "captions": {style: captions(style) for style in ("per_class", "joined")}}
+    model.class_prompts = settings
+    for name in fns:
+        row[name] = summary(times[name], 1)
+    row["joined_speedup_over_per_class"] = (row["joined"]["throughput"]
+                                            / row["per_class"]["throughput"])
+    if official is not None:
+        row["per_class_speedup"] = row["per_class"]["throughput"] / row["official"]["throughput"]
+        row["joined_speedup"] = row["joined"]["throughput"] / row["official"]["throughput"]
+        scores, boxes, labels = last["official"]
+        every = last["per_class"]["all_instances"]
+        row["max_abs_diff"] = {"scores": (every.scores - scores).abs().max().item(),
+                               "boxes_px": (every.pred_boxes.tensor - boxes).abs().max().item()}
+        row["labels_equal"] = bool(torch.equal(every.pred_classes, labels))
+        row["outputs_agree"] = row["labels_equal"] and row["max_abs_diff"]["scores"] <= args.atol
+    results["class_prompts"] = row
+    logger.info("class prompts %s", json.dumps(row))
+
+
 def run_captions(args, predictor, device, results: dict) -> None:
     n = args.captions
     phrases = [PHRASES[i % len(PHRASES)] for i in range(n)]
@@ -649,6 +771,19 @@ def format_table(results: dict) -> str:
                          + "; ".join(f"{name} {_diff_note(d)}" for name, d in dist.items())
                          + "; same function (ours fp64 vs official fp64): "
                          + "; ".join(f"{m} {max(d.values()):.1e}" for m, d in r["fp64"]["same_function"].items()))
+    p = results.get("class_prompts")
+    if p:
+        line = (f"{p['names']} LVIS names on 1 {p['input'][0]}x{p['input'][1]} image ({p['mode']} mode): "
+                f"per_class {p['per_class']['latency_ms_median'] / 1e3:.2f} s ({p['captions']['per_class']} "
+                f"captions), joined {p['joined']['latency_ms_median'] / 1e3:.2f} s ({p['captions']['joined']} "
+                f"prompts)")
+        if p.get("official"):
+            d = p["max_abs_diff"]
+            line += (f"; official loop {p['official']['latency_ms_median'] / 1e3:.2f} s: per_class "
+                     f"{p['per_class_speedup']:.2f}x, joined {p['joined_speedup']:.2f}x; per_class vs official: "
+                     f"labels {'equal' if p['labels_equal'] else 'DIFFER'}, scores {d['scores']:.1e}, "
+                     f"boxes {d['boxes_px']:.1e} px")
+        lines.append(line)
     c = results.get("captions")
     if c:
         lines.append(f"{c['captions']} captions on 1 image: predict_captions {c['batched']['latency_ms_median'] / 1e3:.2f} s, "
@@ -665,7 +800,8 @@ def parse_args(argv=None):
                    help="text encoder folder/name, or synthetic-base / synthetic-tiny (random, made locally)")
     p.add_argument("--official", default="", help="checkout of the official MDETR code to compare with")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2], help="inference batches")
+    p.add_argument("--batch-sizes", type=int, nargs="*", default=[1, 2],
+                   help="inference batches (none: skip)")
     p.add_argument("--train-batch-sizes", type=int, nargs="*", default=[2], help="training batches (none: skip)")
     p.add_argument("--short-side", type=int, default=800)
     p.add_argument("--long-side", type=int, default=1066)
@@ -673,6 +809,8 @@ def parse_args(argv=None):
     p.add_argument("--train-iters", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--captions", type=int, default=0, help="many-captions mode: N phrases on one image")
+    p.add_argument("--class-prompts", type=int, default=0,
+                   help="class-prompt detection of the first N LVIS names on one image (1203: all)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--modes", nargs="+", choices=["exact", "fast"], default=["exact", "fast"],
                    help="backbone arithmetic modes to measure (same weights): exact = the official arithmetic "
@@ -731,8 +869,11 @@ def main(argv=None) -> int:
                     "iters": args.iters, "train_iters": args.train_iters, "warmup": args.warmup},
         "train_input": f"{args.short_side}x{args.long_side}",
         "official": bool(official), "inference": [], "training": [], "captions": None,
+        "class_prompts": None,
     }
     run_inference(args, models, official, device, results)
+    if args.class_prompts:  # before training, which changes both models' weights
+        run_class_prompts(args, models, official, device, results)
     if args.train_batch_sizes:
         run_training(args, cfg, models, official, device, results)
     if args.captions:
@@ -745,6 +886,9 @@ def main(argv=None) -> int:
         Path(args.output).write_text(json.dumps(results, indent=2, default=str))
     # Strict for the exact mode only: the fast mode's distance is measured and reported, not bounded.
     agree = [r["outputs_agree"]["exact"] for r in results["inference"] if "exact" in r.get("outputs_agree", {})]
+    prompts = results["class_prompts"] or {}
+    if prompts.get("mode") == "exact" and "outputs_agree" in prompts:
+        agree.append(prompts["outputs_agree"])
     if args.amp == "none" and not all(agree):
         logger.error("ours (exact mode) and the official outputs differ by more than %g", args.atol)
         return 1
