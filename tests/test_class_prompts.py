@@ -7,7 +7,8 @@ import torch
 from detectron2.modeling import build_model
 
 from mdetr_d2.engine.ema import ModelEMA
-from mdetr_d2.modeling.class_prompts import ClassPrompts, clean_class_name
+from mdetr_d2.modeling.class_prompts import ClassPrompts
+from mdetr_d2.structures import clean_category_name
 
 from .conftest import tiny_mdetr_cfg
 
@@ -41,8 +42,8 @@ def _image_features(model, x):
 
 def test_names_are_cleaned_as_the_official_evaluation():
     for name in NAMES + ["bow_(weapon)", "a (b) c (d) e", "pan_(for_cooking)", "x__y", "aerosol"]:
-        assert clean_class_name(name) == _official_clean(name)
-    assert clean_class_name("bow_(weapon)") == "bow "  # trailing space kept, as officially
+        assert clean_category_name(name) == _official_clean(name)
+    assert clean_category_name("bow_(weapon)") == "bow "  # trailing space kept, as officially
 
 
 def test_per_class_equals_a_plain_loop_over_caption_chunks(tiny_text_encoder):

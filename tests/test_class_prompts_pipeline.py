@@ -1,6 +1,7 @@
 """Class prompts the way users reach them: DefaultPredictor, tools/train_net.py --eval-only with
-Detectron2's COCOEvaluator on a register_coco_instances dataset, and the LVIS recipe on
-lvis_v1_minival (fixed AP and Detectron2's LVISEvaluator)."""
+Detectron2's COCOEvaluator on a register_coco_instances dataset, and the LVIS recipe's evaluation
+path on an lvis_v1_minival with non-contiguous category ids (its fixed AP against the lvis package).
+The LVIS recipes themselves run through tools/train_net.py in tests/test_recipe_matrix.py."""
 import contextlib
 import io
 import math
@@ -136,16 +137,6 @@ LVIS_RECIPE = "configs/mdetr_lvis10.yaml"
 def _lvis_opts(tiny_text_encoder, tmp_path):
     return TINY + ["MODEL.MDETR.TEXT_ENCODER.NAME", tiny_text_encoder,
                    "OUTPUT_DIR", str(tmp_path / "out"), "TEST.MDETR_EVAL.LVIS_TOPK", "6"]
-
-
-def test_lvis_recipe_evaluates_lvis_v1_minival(tiny_text_encoder, tiny_minival, tmp_path):
-    opts = _lvis_opts(tiny_text_encoder, tmp_path)
-    weights = _save_weights(_cfg(LVIS_RECIPE, opts), tmp_path)
-    results = _eval_only(LVIS_RECIPE, opts + ["MODEL.WEIGHTS", weights])
-    fixed, standard = results["lvis_fixed_ap"], results["bbox"]
-    for table in (fixed, standard):
-        assert {"AP", "AP50", "AP75", "APr", "APc", "APf"} <= set(table)
-    assert all(math.isfinite(fixed[k]) for k in ("AP", "AP50", "APr", "APc", "APf"))
 
 
 class _Recorder(DatasetEvaluator):

@@ -13,30 +13,18 @@ official LVIS evaluation) the names become captions:
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from ..structures import clean_category_name
 from .text_encoder import NO_OBJECT_SLOT
 
-__all__ = ["PROMPT_STYLES", "SEPARATOR", "ClassPromptSettings", "ClassPrompts", "PromptChunk",
-           "clean_class_name"]
+__all__ = ["PROMPT_STYLES", "SEPARATOR", "ClassPromptSettings", "ClassPrompts", "PromptChunk"]
 
 PROMPT_STYLES = ("per_class", "joined")
 SEPARATOR = " . "
-
-
-def clean_class_name(name: str) -> str:
-    """A category name as the official LVIS evaluation writes it into a caption (reference §4.5).
-
-    Text from the first "(" to the last ")" is dropped, underscores become spaces and double spaces
-    are collapsed once, left to right. Nothing is stripped: ``"bow_(weapon)"`` gives ``"bow "``,
-    with its trailing space, as officially.
-    """
-    name = re.sub(r"\(.*\)", "", name)
-    return name.replace("_", " ").replace("  ", " ")
 
 
 @dataclass(frozen=True)
@@ -111,7 +99,9 @@ class ClassPrompts:
     @classmethod
     def build(cls, names: Sequence[str], tokenizer, style: str = "per_class",
               chunk_size: int = 32, max_prompt_tokens: int = NO_OBJECT_SLOT) -> "ClassPrompts":
-        """The prompts of ``names`` (cleaned with :func:`clean_class_name`) for ``tokenizer``.
+        """The prompts of ``names`` for ``tokenizer``, each name cleaned as the official LVIS
+        evaluation does (:func:`mdetr_d2.structures.clean_category_name`; trailing spaces kept in
+        per_class captions, as officially).
 
         Raises:
             ValueError: no names, a name that is empty once cleaned, or (joined) a name too long
@@ -119,7 +109,7 @@ class ClassPrompts:
         """
         if not names:
             raise ValueError("class prompts need at least one class name")
-        cleaned = [clean_class_name(str(n)) for n in names]
+        cleaned = [clean_category_name(str(n)) for n in names]
         for i, (name, text) in enumerate(zip(names, cleaned)):
             if not text.strip():
                 raise ValueError(f"class {i} ({name!r}) is empty once cleaned of parentheses and "
