@@ -182,6 +182,7 @@ def test_fixed_ap_equals_the_lvis_package(tiny_text_encoder, tiny_minival, tmp_p
     with contextlib.redirect_stdout(io.StringIO()), _numpy_float_alias():
         gt = LVIS(str(tiny_minival))
         reference = LVISEval(gt, LVISResults(gt, detections, max_dets=-1), "bbox")
+        reference.params.max_dets = -1  # as the official evaluation (scripts/eval_lvis.py)
         reference.run()
     expected = {k: float(v) for k, v in reference.get_results().items()}
     got = results["lvis_fixed_ap"]

@@ -178,6 +178,7 @@ class LVISFixedAPEvaluator(DatasetEvaluator):
         with contextlib.redirect_stdout(io.StringIO()), _numpy_float_alias():
             res = LVISResults(self._lvis, dets, max_dets=-1)
             ev = LVISEval(self._lvis, res, iou_type="bbox")
+            ev.params.max_dets = -1  # no per-image cap (it only names the AR keys: "AR@-1")
             ev.run()
         results = OrderedDict((k, float(v)) for k, v in ev.get_results().items())
         log_table(f"{self._dataset_name}: LVIS fixed AP (top {self._topk} per category)", results)
