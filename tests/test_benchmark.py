@@ -37,7 +37,8 @@ def test_benchmark_writes_every_field(tmp_path):
     assert r["captions"]["max_abs_box_diff_px"] < 1e-2  # batched captions == naive loop
     prompts = r["class_prompts"]
     assert prompts["names"] == 6 and prompts["captions"] == {"per_class": 6, "joined": 1}
-    assert prompts["joined_speedup_over_per_class"] > 0 and "6 class names, joined" in r["table"]
+    assert prompts["mode"] == "exact" and prompts["joined_speedup_over_per_class"] > 0
+    assert "6 LVIS names on 1 64x96 image (exact mode): per_class" in r["table"]
     assert "| inference" in r["table"]
 
 
