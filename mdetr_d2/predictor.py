@@ -90,39 +90,40 @@ class MDETRPredictor:
         if {image_format, self.input_format} - {"RGB", "BGR"}:
             raise ValueError(f"only RGB/BGR images are supported, got {image_format}/{self.input_format}")
 
-    def _to_input(self, image: np.ndarray, caption: str | None, index: int | None = None,
-                  classes: Sequence[str] | None = None) -> dict:
-        suffix = "" if index is None else f" {index}"
-        check_image(image, "image" + suffix)
-        if caption is not None:
-            check_caption(caption, "caption" + suffix)
-        if classes is not None:
-            classes = [check_caption(c, f"class name {i}")
-                       for i, c in enumerate(_check_list(classes, "class names"))]
+    def _image_input(self, image: np.ndarray, where: str = "image") -> dict:
+        """The model input of one image (``image``, ``height``, ``width``), without text."""
+        check_image(image, where)
         if self.image_format != self.input_format:
             image = image[:, :, ::-1]
         height, width = image.shape[:2]
         aug_input = T.AugInput(np.ascontiguousarray(image))
         self.augmentations(aug_input)
         tensor = torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
-        out = {"image": tensor, "height": height, "width": width}
-        if caption is not None:
-            out["caption"] = caption
-        if classes is not None:
-            out["classes"] = classes
-        return out
+        return {"image": tensor, "height": height, "width": width}
+
+    def _to_input(self, image: np.ndarray, caption: str, index: int | None = None) -> dict:
+        suffix = "" if index is None else f" {index}"
+        x = self._image_input(image, "image" + suffix)
+        x["caption"] = check_caption(caption, "caption" + suffix)
+        return x
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, caption: str | None = None, *,
                  classes: Sequence[str] | None = None) -> dict:
         """One image and its caption -> ``{"instances": Instances[, "qa": {...}]}``.
 
-        With ``classes`` instead (or with neither, as the config says:
+        With ``classes`` (a list of names) instead, or with neither (then the config decides:
         ``MODEL.MDETR.DEFAULT_CAPTION`` or ``MODEL.MDETR.CLASS_PROMPTS``): class-prompt detection,
         ``pred_classes`` indexing the class list, plus ``all_instances`` (every detection, see
         ``MDETR.detect_classes``).
         """
-        return self.model([self._to_input(image, caption, classes=classes)])[0]
+        x = self._image_input(image)
+        if caption is not None:
+            x["caption"] = check_caption(caption)
+        if classes is not None:
+            x["classes"] = [check_caption(c, f"class name {i}")
+                            for i, c in enumerate(_check_list(classes, "class names"))]
+        return self.model([x])[0]
 
     @torch.no_grad()
     def predict_batch(self, images: list[np.ndarray], captions: list[str]) -> list[dict]:

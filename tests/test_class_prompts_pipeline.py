@@ -18,8 +18,11 @@ from detectron2.modeling import build_model
 from detectron2.utils.visualizer import Visualizer
 
 from mdetr_d2 import add_mdetr_config
-from mdetr_d2.data.datasets import mdetr_json
-from mdetr_d2.data.datasets.register_lvis import register_all_lvis
+from mdetr_d2.data.datasets.mdetr_json import (
+    MDETR_DATASET_NAMES,
+    load_lvis_v1_json,
+    register_mdetr_dataset,
+)
 from mdetr_d2.data.synthetic import SHAPES, generate_synthetic_dataset, register_synthetic
 from mdetr_d2.engine import MDETRTrainer
 from mdetr_d2.evaluation import build_mdetr_evaluators
@@ -116,19 +119,17 @@ def test_train_net_scores_a_coco_format_dataset_with_detectron2_coco_evaluator(t
 
 @pytest.fixture()
 def tiny_minival(tmp_path):
-    """lvis_v1_minival registered on the miniature (the recipe's dataset), restored afterwards."""
-    saved = list(mdetr_json.MDETR_DATASET_NAMES)
-
-    def reregister(root):
-        DatasetCatalog.remove("lvis_v1_minival")
-        MetadataCatalog.remove("lvis_v1_minival")
-        register_all_lvis(str(root))
-
-    write_tiny_lvis(tmp_path / "datasets")
-    reregister(tmp_path / "datasets")
-    yield tmp_path / "datasets" / "lvis" / "lvis_v1_minival.json"
-    reregister(mdetr_json.dataset_root())
-    mdetr_json.MDETR_DATASET_NAMES[:] = saved
+    """An LVIS v1 minival miniature registered as ``lvis_v1_minival`` is (same loader and metadata),
+    under its own name: ids 3, 7, 12, 20, 41 and names with parentheses and underscores."""
+    root = tmp_path / "datasets"
+    json_file = write_tiny_lvis(root)
+    name = f"test_lvis_minival_{tmp_path.name}"
+    register_mdetr_dataset(name, load_lvis_v1_json, str(json_file), str(root / "coco"),
+                           evaluator_type="lvis", lvis_json=str(json_file))
+    yield name, json_file
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+    MDETR_DATASET_NAMES.remove(name)
 
 
 LVIS_RECIPE = "configs/mdetr_lvis10.yaml"
@@ -158,12 +159,13 @@ def test_fixed_ap_equals_the_lvis_package(tiny_text_encoder, tiny_minival, tmp_p
 
     from mdetr_d2.evaluation.lvis_fixed_ap import _numpy_float_alias
 
-    cfg = _cfg(LVIS_RECIPE, _lvis_opts(tiny_text_encoder, tmp_path))
+    name, json_file = tiny_minival
+    cfg = _cfg(LVIS_RECIPE, _lvis_opts(tiny_text_encoder, tmp_path) + ["DATASETS.TEST", f"('{name}',)"])
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    loader = MDETRTrainer.build_test_loader(cfg, "lvis_v1_minival")
+    loader = MDETRTrainer.build_test_loader(cfg, name)
     recorder = _Recorder()
-    evaluators = build_mdetr_evaluators(cfg, "lvis_v1_minival")
+    evaluators = build_mdetr_evaluators(cfg, name)
     results = inference_on_dataset(model, loader, DatasetEvaluators([evaluators, recorder]))
 
     ids = [c["id"] for c in CATEGORIES]  # contiguous id i = i-th category by id
@@ -180,7 +182,7 @@ def test_fixed_ap_equals_the_lvis_package(tiny_text_encoder, tiny_minival, tmp_p
     for dets in per_category.values():
         detections += sorted(dets, key=lambda d: -d["score"])[:6]
     with contextlib.redirect_stdout(io.StringIO()), _numpy_float_alias():
-        gt = LVIS(str(tiny_minival))
+        gt = LVIS(str(json_file))
         reference = LVISEval(gt, LVISResults(gt, detections, max_dets=-1), "bbox")
         reference.params.max_dets = -1  # as the official evaluation (scripts/eval_lvis.py)
         reference.run()

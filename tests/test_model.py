@@ -186,7 +186,9 @@ _RGB = np.random.default_rng(0).integers(0, 255, (50, 70, 3)).astype(np.uint8)
     (lambda p: p(torch.from_numpy(_RGB), "a dog"), "H×W×3 array, got Tensor"),
     (lambda p: p(_RGB.tolist(), "a dog"), "H×W×3 array, got list"),
     (lambda p: p(np.zeros((0, 0, 3), np.uint8), "a dog"), "a non-empty image, got size 0×0"),
-    (lambda p: p(_RGB, None), "caption: expected a str, got NoneType"),
+    # No caption and no class list in the config: the model says how to give one.
+    (lambda p: p(_RGB, None), "has no 'caption' and no class list"),
+    (lambda p: p(_RGB, classes=["a dog", 3]), "class name 1: expected a str, got int"),
     (lambda p: p(_RGB, b"a dog"), r"caption: expected a str, got bytes \(decode it to str\)"),
     (lambda p: p(_RGB, " "), "caption: is empty"),
     (lambda p: p.predict_captions(_RGB, []), "expected a non-empty list of captions"),
