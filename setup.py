@@ -4,7 +4,8 @@ setup(
     name="mdetr_d2",
     version="0.1.0",
     description="MDETR (modulated detection) as a Detectron2 plugin",
-    packages=find_packages(include=["mdetr_d2", "mdetr_d2.*"]),
+    # mdetr_synthetic: the synthetic example world, beside the library (it imports mdetr_d2).
+    packages=find_packages(include=["mdetr_d2", "mdetr_d2.*", "mdetr_synthetic", "mdetr_synthetic.*"]),
     python_requires=">=3.10",
     # torch/torchvision and detectron2 are installed by scripts/setup.sh (see README): Detectron2 is not
     # on the package registry under its own name.

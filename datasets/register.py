@@ -9,7 +9,8 @@ Usage (from the repository root, with mdetr_d2 installed)::
     MDETR_DATASETS=/data/mdetr python datasets/register.py --check
 
 Importing ``mdetr_d2.data`` is what registers the datasets (lazily, under ``$MDETR_DATASETS``); this
-script only adds the report. ``--check`` loads each present annotation file (the pre-training set
+script adds the synthetic example world (``$MDETR_DATASETS/synthetic``, as ``tools/train_net.py``
+does) and the report. ``--check`` loads each present annotation file (the pre-training set
 takes a while), checks that the sampled images exist and, with ``--tokenizer`` (the text encoder's
 name or folder), that every caption can be encoded within the text encoder's positions (each record
 that cannot is named) and builds the sampled records' positive maps; each problem is explained (the
@@ -30,6 +31,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from mdetr_d2.data import MDETR_DATASET_NAMES, dataset_root, register_mdetr_json
 from mdetr_d2.data.datasets.check import check_records, explain_error
 from mdetr_d2.evaluation import evaluation_inputs
+from mdetr_synthetic import default_synthetic_root, register_synthetic
 
 
 MAX_LISTED = 100  # problems listed per dataset (each names its record)
@@ -92,6 +94,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    register_synthetic(default_synthetic_root(), keep_existing=True)
     for name, json_file, image_root in args.add:
         register_mdetr_json(name, json_file, image_root)
 

@@ -60,7 +60,7 @@ TINY_CAPTIONS = [
 @pytest.fixture(scope="session")
 def tiny_text_encoder(tmp_path_factory) -> str:
     """A local folder with a byte-level BPE tokenizer and a small random RoBERTa (no download)."""
-    from mdetr_d2.data.synthetic_text import build_text_encoder_folder
+    from mdetr_synthetic.text_encoder import build_text_encoder_folder
 
     folder = tmp_path_factory.mktemp("tiny_text_encoder")
     build_text_encoder_folder(folder, TINY_CAPTIONS * 4, seed=0, hidden_size=32, num_layers=1,

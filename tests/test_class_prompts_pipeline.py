@@ -23,7 +23,8 @@ from mdetr_d2.data.datasets.mdetr_json import (
     load_lvis_v1_json,
     register_mdetr_dataset,
 )
-from mdetr_d2.data.synthetic import SHAPES, generate_synthetic_dataset, register_synthetic
+from mdetr_synthetic import generate_synthetic_dataset, register_synthetic
+from mdetr_synthetic.scenes import SHAPES
 from mdetr_d2.engine import MDETRTrainer
 from mdetr_d2.evaluation import build_mdetr_evaluators
 from mdetr_d2.predictor import MDETRPredictor

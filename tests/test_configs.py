@@ -98,6 +98,11 @@ def test_config_datasets_are_registered():
     pytest.importorskip("mdetr_d2.data.datasets")  # registers the builtin names at import
     from detectron2.data import DatasetCatalog
 
+    from mdetr_synthetic import default_synthetic_root, register_synthetic
+
+    # configs/synthetic/: the example world, registered by the training tools (not the library).
+    register_synthetic(default_synthetic_root(), keep_existing=True)
+
     registered = set(DatasetCatalog.list())
     for path in YAMLS:
         cfg = load(path)

@@ -151,7 +151,7 @@ def test_a_lazy_edit_reaches_the_model(tiny_text_encoder):
 
 @pytest.fixture(scope="module")
 def synthetic_world(tmp_path_factory):
-    from mdetr_d2.data.synthetic import generate_synthetic_dataset
+    from mdetr_synthetic import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("lazy_world")
     generate_synthetic_dataset(root, num_train=4, num_val=2, num_test=1, text_hidden_size=32,
@@ -164,7 +164,7 @@ def test_lazy_and_yacs_tools_train_the_same_run(synthetic_world, tmp_path):
     losses, the same final weights and the same evaluation, bit for bit."""
     from detectron2.engine import default_argument_parser
 
-    from mdetr_d2.data.synthetic import register_synthetic
+    from mdetr_synthetic import register_synthetic
 
     register_synthetic(synthetic_world)
     text_encoder = str(synthetic_world / "text_encoder")
@@ -213,7 +213,7 @@ def test_lazy_recipe_resolves_its_epochs_when_training_starts(synthetic_world, t
     from detectron2.data import DatasetCatalog
     from detectron2.engine import default_argument_parser
 
-    from mdetr_d2.data.synthetic import register_synthetic
+    from mdetr_synthetic import register_synthetic
 
     register_synthetic(synthetic_world)
     lazy_net = __import__("tools.lazyconfig_train_net", fromlist=["main"])

@@ -1,6 +1,6 @@
 """Every recipe in configs/ runs end to end as published, on a miniature of its data.
 
-One generator (``mdetr_d2.data.synthetic_recipes``) writes every family's data in its real on-disk
+One generator (``mdetr_synthetic.recipes``) writes every family's data in its real on-disk
 layout under a temporary datasets root; each recipe then runs through ``tools/train_net.py
 --config-file <recipe>`` with only size overrides (tiny backbone, transformer and text encoder, one
 epoch of a few iterations, CPU): it trains, evaluates at the end, and ``--eval-only`` on its final
@@ -243,7 +243,7 @@ class RecipeRunner:
         train_net = __import__("tools.train_net", fromlist=["main"])
         _register_relative_datasets()
         with _in_folder_with_own_log_handlers(self.workdir):
-            from mdetr_d2.data.synthetic import register_synthetic
+            from mdetr_synthetic import register_synthetic
 
             register_synthetic(Path("datasets/synthetic"))  # other tests may have re-pointed it
             return train_net.main(default_argument_parser().parse_args(argv))
@@ -288,7 +288,7 @@ class RecipeRunner:
 
 @pytest.fixture(scope="session")
 def runner(tmp_path_factory) -> RecipeRunner:
-    from mdetr_d2.data.synthetic_recipes import write_recipe_datasets
+    from mdetr_synthetic import write_recipe_datasets
 
     workdir = tmp_path_factory.mktemp("recipes")
     write_recipe_datasets(workdir / "datasets", seed=0, images_per_split=3)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mdetr_d2.data import synthetic as syn
+from mdetr_synthetic import language, registration, scenes, writers
 
 # pycocotools' annToMask under numpy 2.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -22,7 +22,7 @@ SIZES = {"num_train": 10, "num_val": 3, "num_test": 3}
 def _generate(root, **overrides):
     kwargs = dict(SIZES, seed=SEED, progress=False)
     kwargs.update(overrides)
-    return syn.generate_synthetic_dataset(root, **kwargs)
+    return writers.generate_synthetic_dataset(root, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +81,10 @@ def test_layout_and_coco_api(dataset):
     from pycocotools.coco import COCO
 
     root, out = dataset
-    for split in syn.SPLITS:
+    for split in scenes.SPLITS:
         image_root = Path(out[f"image_root_{split}"])
         assert len(list(image_root.glob("*.png"))) == SIZES[f"num_{split}"]
-        for family in syn.FAMILIES:
+        for family in writers.FAMILIES:
             with contextlib.redirect_stdout(io.StringIO()):
                 coco = COCO(out[f"synthetic_{family}_{split}"])
             assert coco.getImgIds(), (family, split)
@@ -105,8 +105,8 @@ def test_spans_are_exact_phrases(dataset):
     _, out = dataset
     noun = r"(circle|square|triangle|star|diamond|object)s?"
     phrase = re.compile(rf"^(the|a|an|two|three|four|five)( \w+)* {noun}$")
-    for split in syn.SPLITS:
-        for family in syn.FAMILIES:
+    for split in scenes.SPLITS:
+        for family in writers.FAMILIES:
             data = _load(out[f"synthetic_{family}_{split}"])
             anns = _by_image(data)
             for img in data["images"]:
@@ -150,11 +150,11 @@ def _matches(obj, words):
 def test_referred_object_is_unique(dataset):
     _, out = dataset
     seen_kinds = set()
-    for split in syn.SPLITS:
+    for split in scenes.SPLITS:
         data = _load(out[f"synthetic_refexp_{split}"])
         anns = _by_image(data)
         for img in data["images"]:
-            scene = syn.sample_scene(syn.scene_rng(SEED, split, img["original_id"]))
+            scene = scenes.sample_scene(scenes.scene_rng(SEED, split, img["original_id"]))
             objs = scene.objects
             (ann,) = anns[img["id"]]
             boxes = [[round(v, 2) for v in o.bbox] for o in objs]
@@ -182,12 +182,12 @@ def test_referred_object_is_unique(dataset):
 
 def test_text_blind_baseline_is_weak():
     hits = total = 0
-    targets_by_rank = np.zeros(syn.MAX_OBJECTS)
+    targets_by_rank = np.zeros(scenes.MAX_OBJECTS)
     for index in range(60):
-        rng = syn.scene_rng(0, "train", index)
-        scene = syn.sample_scene(rng)
+        rng = scenes.scene_rng(0, "train", index)
+        scene = scenes.sample_scene(rng)
         areas = np.array([o.area for o in scene.objects])
-        for dp in syn.make_refexps(rng, scene, 2):
+        for dp in language.make_refexps(rng, scene, 2):
             target = dp.boxes[0][0]
             hits += int(areas.argmax() == target)
             targets_by_rank[int((areas > areas[target]).sum())] += 1
@@ -202,9 +202,9 @@ def test_questions_are_consistent(dataset):
 
     _, out = dataset
     answer2id, by_type = _load(out["qa_answer2id"]), _load(out["qa_answer2id_by_type"])
-    assert len(syn.QA_ATTRIBUTES) <= 15  # also fits the CLEVR attribute head
+    assert len(language.QA_ATTRIBUTES) <= 15  # also fits the CLEVR attribute head
     families = set()
-    for split in syn.SPLITS:
+    for split in scenes.SPLITS:
         data = _load(out[f"synthetic_qa_{split}"])
         anns = _by_image(data)
         for img in data["images"]:
@@ -218,8 +218,10 @@ def test_questions_are_consistent(dataset):
             elif family == "exist":
                 assert img["answer_type"] == "binary" and (answer == "yes") == (n > 0)
             else:
-                assert img["answer_type"] == "attribute" and answer in syn.QA_ATTRIBUTES and n >= 1
-                values = {"color": syn.COLORS, "shape": syn.SHAPES, "size": syn.SIZES}[family]
+                assert (img["answer_type"] == "attribute" and answer in language.QA_ATTRIBUTES
+                        and n >= 1)
+                values = {"color": scenes.COLORS, "shape": scenes.SHAPES,
+                          "size": scenes.SIZES}[family]
                 assert answer in values
                 # The question must not give its answer away, not even through an anchor object.
                 assert answer not in img["caption"].split()
@@ -238,7 +240,7 @@ def test_tokenizer_is_fast_and_maps_spans(dataset):
     for word in ("circle", "diamonds", "purple", "bottommost", "above"):
         assert len(tokenizer(word, add_special_tokens=False)["input_ids"]) == 1
         assert len(tokenizer("the " + word, add_special_tokens=False)["input_ids"]) == 2
-    for family in syn.FAMILIES:
+    for family in writers.FAMILIES:
         data = _load(out[f"synthetic_{family}_val"])
         anns = _by_image(data)
         captions = [img["caption"] for img in data["images"]]
@@ -296,12 +298,12 @@ def test_register_load_map_and_evaluate(dataset):
     from mdetr_d2.evaluation.flickr import FlickrEvaluator
 
     root, out = dataset
-    syn.register_synthetic(root)
-    assert syn.register_synthetic(root) == []  # same root: kept
-    for family in syn.FAMILIES:
+    registration.register_synthetic(root)
+    assert registration.register_synthetic(root) == []  # same root: kept
+    for family in writers.FAMILIES:
         name = f"synthetic_{family}_val"
         meta = MetadataCatalog.get(name)
-        assert meta.evaluator_type == syn._EVALUATOR_TYPES[family]
+        assert meta.evaluator_type == registration.EVALUATOR_TYPES[family]
         mapper = MDETRDatasetMapper(
             False, augmentations=[], tokenizer_name=out["text_encoder"], use_masks=True,
             qa_kind="gqa" if family == "qa" else None,

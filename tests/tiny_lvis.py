@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mdetr_d2.data.synthetic import SHAPES, render_scene, sample_scene
+from mdetr_synthetic.rendering import render_scene
+from mdetr_synthetic.scenes import SHAPES, sample_scene
 
 # Non-contiguous LVIS-style ids, names with parentheses and underscores, every frequency group.
 CATEGORIES = [

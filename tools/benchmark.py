@@ -74,7 +74,7 @@ def synthetic_text_encoder(folder: Path, size: str = "base") -> str:
     RoBERTa of roberta-base's shape (``size="base"``) or a tiny one (``"tiny"``). Reused if present."""
     from transformers import RobertaConfig, RobertaModel
 
-    from mdetr_d2.data.synthetic_text import train_caption_tokenizer
+    from mdetr_synthetic.text_encoder import train_caption_tokenizer
 
     folder = Path(folder) / f"roberta_{size}"
     if (folder / "config.json").is_file() and any(folder.glob("model*.safetensors")):

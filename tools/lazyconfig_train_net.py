@@ -9,7 +9,8 @@
         train.init_checkpoint=mdetr://refcoco_resnet101
 
 Overrides are ``path.key=value`` (``LazyConfig.apply_overrides``). ``--num-gpus N`` starts N CPU
-processes when CUDA is unavailable (GLOO), as tools/train_net.py does.
+processes when CUDA is unavailable (GLOO), as tools/train_net.py does; the synthetic example world
+is registered as tools/train_net.py registers it.
 """
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_setup
@@ -18,9 +19,11 @@ from detectron2.utils import comm
 from mdetr_d2.engine import default_argument_parser, launch
 from mdetr_d2.engine.lazy_train import do_test, do_train
 from mdetr_d2.engine.trainer import load_weights_for_evaluation
+from mdetr_synthetic import default_synthetic_root, register_synthetic
 
 
 def main(args):
+    register_synthetic(default_synthetic_root(), keep_existing=True)  # as tools/train_net.py
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     default_setup(cfg, args)
     if args.eval_only:

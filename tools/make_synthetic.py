@@ -12,14 +12,14 @@ import logging
 import os
 import time
 
-from mdetr_d2.data.synthetic import generate_synthetic_dataset
+from mdetr_synthetic import default_synthetic_root, generate_synthetic_dataset
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_root = os.path.join(os.environ.get("MDETR_DATASETS", "datasets"), "synthetic")
-    parser.add_argument("--root", default=default_root, help="output folder (default: %(default)s)")
+    parser.add_argument("--root", default=default_synthetic_root(),
+                        help="output folder (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=2000, help="train scenes (images)")
     parser.add_argument("--num-val", type=int, default=200)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -33,10 +32,11 @@ from detectron2.utils.logger import setup_logger
 from torchvision.ops import box_convert, generalized_box_iou
 
 from mdetr_d2 import add_mdetr_config
-from mdetr_d2.data.synthetic import generate_synthetic_dataset, register_synthetic, sample_scene, scene_rng
 from mdetr_d2.engine import MDETRTrainer, launch
 from mdetr_d2.predictor import MDETRPredictor
 from mdetr_d2.visualization import draw_prediction
+from mdetr_synthetic import default_synthetic_root, generate_synthetic_dataset, register_synthetic
+from mdetr_synthetic.scenes import sample_scene, scene_rng
 
 logger = logging.getLogger("mdetr_d2.synthetic_job")
 DEFAULT_CONFIG = "configs/synthetic/mdetr_synthetic.yaml"
@@ -48,7 +48,7 @@ def train_and_evaluate(cfg_yaml: str, data_root: str, threads: int) -> None:
     cfg = CfgNode.load_cfg(cfg_yaml)
     # Seeds the weights and (through rank 0's shared seed) the sampler's order, as default_setup does.
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + comm.get_rank())
-    register_synthetic(data_root)  # a spawned process starts with the default registrations only
+    register_synthetic(data_root)  # a spawned process starts with no registration of the world
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="mdetr_d2")
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detectron2")
     trainer = MDETRTrainer(cfg)
@@ -159,8 +159,7 @@ def _strip(paths: list[Path], out: Path, height: int = 192) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", default=DEFAULT_CONFIG)
-    parser.add_argument("--data-root", default=os.path.join(os.environ.get("MDETR_DATASETS", "datasets"),
-                                                            "synthetic"))
+    parser.add_argument("--data-root", default=default_synthetic_root())
     parser.add_argument("--num-train", type=int, default=2000, help="training images to generate")
     parser.add_argument("--num-val", type=int, default=200, help="validation images to generate")
     parser.add_argument("--output", default=None, help="output folder (default: the config's OUTPUT_DIR)")

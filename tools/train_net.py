@@ -8,7 +8,8 @@
 ``--num-gpus N`` starts N CPU processes when CUDA is unavailable (GLOO, with ``MODEL.DEVICE cpu``),
 on Detectron2 v0.6 as well; ``--dist-url`` defaults to a free local port. Schedules stated in epochs
 are resolved from the training sets' length when training starts; ``mdetr_d2``'s log lines go to the
-console and ``OUTPUT_DIR/log.txt``.
+console and ``OUTPUT_DIR/log.txt``. Besides the library's datasets, the synthetic example world
+(``configs/synthetic/``) is registered from ``$MDETR_DATASETS/synthetic`` unless registered before.
 """
 from detectron2.config import get_cfg
 from detectron2.utils import comm
@@ -21,6 +22,7 @@ from mdetr_d2.engine import (
     default_setup,
     launch,
 )
+from mdetr_synthetic import default_synthetic_root, register_synthetic
 
 
 def build_cfg(args):
@@ -39,6 +41,9 @@ def setup(args):
 
 
 def main(args):
+    # The example world's datasets, as Detectron2 projects' train_net scripts register their own
+    # (here: in every launched process); a registration made before, for another folder, stays.
+    register_synthetic(default_synthetic_root(), keep_existing=True)
     cfg = setup(args)
     if args.eval_only:
         model = MDETRTrainer.build_model(cfg)

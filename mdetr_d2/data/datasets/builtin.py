@@ -3,9 +3,6 @@
 Imported by ``mdetr_d2.data``; registration reads no file (each loader runs when the dataset is used).
 """
 
-import os
-
-from ..synthetic import register_synthetic
 from .mdetr_json import dataset_root
 from .register_clevr import register_all_clevr
 from .register_flickr import register_all_flickr
@@ -26,7 +23,6 @@ def register_all(root: str | None = None) -> None:
     register_all_pretrain(root)
     register_all_lvis(root)
     register_all_clevr(root)
-    register_synthetic(os.path.join(root, "synthetic"))
 
 
 register_all()

@@ -2,7 +2,7 @@
 
 import os
 
-from . import _paths
+from . import layout
 from .mdetr_json import load_clevr_questions, register_mdetr_dataset, register_mdetr_json
 
 CLEVR_V1 = "CLEVR_v1.0"
@@ -23,7 +23,7 @@ def register_all_clevr(root: str) -> None:
     * ``clevrref_{train,val,test}``: CLEVR-Ref+ MDETR json ``clevr_ref+/annotations/<split>.json``,
       images ``clevr_ref+/images/<split>``.
     """
-    clevr = os.path.join(root, _paths.CLEVR)
+    clevr = os.path.join(root, layout.CLEVR)
     annotations = os.path.join(clevr, "annotations")
     for variant in ("medium", "full"):
         for split in ("train", "val"):

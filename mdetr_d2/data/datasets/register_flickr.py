@@ -2,7 +2,7 @@
 
 import os
 
-from . import _paths
+from . import layout
 from .mdetr_json import register_mdetr_json
 
 FLICKR_SPLITS = ("train", "val", "test")
@@ -18,10 +18,10 @@ def register_all_flickr(root: str) -> None:
             image_split = "train" if split == "train" else "val"
             register_mdetr_json(
                 f"flickr_{gt_type}_{split}",
-                _paths.ann(root, f"final_flickr_{gt_type}GT_{split}.json"),
-                os.path.join(root, _paths.FLICKR_IMAGES, image_split),
+                layout.ann(root, f"final_flickr_{gt_type}GT_{split}.json"),
+                os.path.join(root, layout.FLICKR_IMAGES, image_split),
                 evaluator_type="flickr",
-                flickr_entities_dir=os.path.join(root, _paths.FLICKR_ENTITIES),
+                flickr_entities_dir=os.path.join(root, layout.FLICKR_ENTITIES),
                 flickr_split=split,
                 flickr_gt_type=gt_type,
             )

@@ -2,7 +2,7 @@
 
 import os
 
-from . import _paths
+from . import layout
 from .mdetr_json import register_mdetr_json
 
 
@@ -14,17 +14,17 @@ def register_all_gqa(root: str) -> None:
     Metadata ``gqa_answer_vocab`` is the path of ``gqa_answer2id.json``; the per-type vocabulary
     ``gqa_answer2id_by_type.json`` sits next to it (``gqa_answer_vocab_by_type``).
     """
-    images = os.path.join(root, _paths.GQA_IMAGES)
+    images = os.path.join(root, layout.GQA_IMAGES)
     vocab = dict(
-        gqa_answer_vocab=_paths.ann(root, "gqa_answer2id.json"),
-        gqa_answer_vocab_by_type=_paths.ann(root, "gqa_answer2id_by_type.json"),
+        gqa_answer_vocab=layout.ann(root, "gqa_answer2id.json"),
+        gqa_answer_vocab_by_type=layout.ann(root, "gqa_answer2id_by_type.json"),
     )
-    register_mdetr_json("gqa_det_val", _paths.ann(root, "final_gqa_val.json"), images)
+    register_mdetr_json("gqa_det_val", layout.ann(root, "final_gqa_val.json"), images)
     for split_type in ("all", "balanced"):
         for split in ("train", "val"):
             register_mdetr_json(
                 f"gqa_{split_type}_{split}",
-                _paths.ann(root, f"finetune_gqa_{split}_{split_type}.json"),
+                layout.ann(root, f"finetune_gqa_{split}_{split_type}.json"),
                 images,
                 evaluator_type="gqa",
                 gqa_split=split,
@@ -33,7 +33,7 @@ def register_all_gqa(root: str) -> None:
     for split in ("testdev", "test", "challenge", "submission"):
         register_mdetr_json(
             f"gqa_{split}_balanced" if split == "testdev" else f"gqa_{split}",
-            _paths.ann(root, f"finetune_gqa_{split}_balanced.json"),
+            layout.ann(root, f"finetune_gqa_{split}_balanced.json"),
             images,
             evaluator_type="gqa",
             gqa_split=split,

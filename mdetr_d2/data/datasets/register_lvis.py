@@ -2,7 +2,7 @@
 
 import os
 
-from . import _paths
+from . import layout
 from .mdetr_json import load_lvis_v1_json, register_mdetr_dataset, register_mdetr_json
 
 LVIS_SUBSETS = {1: "lvis1", 10: "lvis10", 100: "lvis"}  # percent -> file stem
@@ -14,13 +14,13 @@ def register_all_lvis(root: str) -> None:
 
     ``file_name`` in the LVIS MDETR jsons is ``train2017/...`` / ``val2017/...``, relative to ``coco/``.
     """
-    coco = os.path.join(root, _paths.COCO)
-    minival = os.path.join(root, _paths.LVIS, "lvis_v1_minival.json")
+    coco = os.path.join(root, layout.COCO)
+    minival = os.path.join(root, layout.LVIS, "lvis_v1_minival.json")
     for percent, stem in LVIS_SUBSETS.items():
         for split in ("train", "val"):
             register_mdetr_json(
                 f"lvis{percent}_{split}",
-                _paths.ann(root, f"finetune_{stem}_{split}.json"),
+                layout.ann(root, f"finetune_{stem}_{split}.json"),
                 coco,
                 lvis_json=minival,  # class-agnostic AP during fine-tuning; LVIS AP on lvis_v1_minival
             )

@@ -2,7 +2,7 @@
 
 import os
 
-from . import _paths
+from . import layout
 from .mdetr_json import register_mdetr_json
 
 PHRASECUT_SPLITS = ("train", "val", "miniv", "test")
@@ -13,9 +13,9 @@ def register_all_phrasecut(root: str) -> None:
     for split in PHRASECUT_SPLITS:
         register_mdetr_json(
             f"phrasecut_{split}",
-            _paths.ann(root, f"finetune_phrasecut_{split}.json"),
-            os.path.join(root, _paths.GQA_IMAGES),
+            layout.ann(root, f"finetune_phrasecut_{split}.json"),
+            os.path.join(root, layout.GQA_IMAGES),
             evaluator_type="phrasecut",
-            phrasecut_orig_dir=os.path.join(root, _paths.PHRASECUT),
+            phrasecut_orig_dir=os.path.join(root, layout.PHRASECUT),
             phrasecut_split=split,
         )

@@ -2,7 +2,7 @@
 
 import os
 
-from . import _paths
+from . import layout
 from .mdetr_json import register_mdetr_json
 
 # The pre-training recipe: DATASETS.TRAIN = PRETRAIN_TRAIN, DATASETS.TEST = PRETRAIN_VAL.
@@ -15,13 +15,13 @@ def register_all_pretrain(root: str) -> None:
     according to each record's ``data_source``) and ``vg_{train,val}`` (``final_vg_{split}.json``).
     """
     images = {
-        "coco": os.path.join(root, _paths.COCO, "train2014"),
-        "vg": os.path.join(root, _paths.GQA_IMAGES),
+        "coco": os.path.join(root, layout.COCO, "train2014"),
+        "vg": os.path.join(root, layout.GQA_IMAGES),
     }
-    register_mdetr_json("mixed_train", _paths.ann(root, "final_mixed_train.json"), images)
+    register_mdetr_json("mixed_train", layout.ann(root, "final_mixed_train.json"), images)
     for split in ("train", "val"):
         register_mdetr_json(
             f"vg_{split}",
-            _paths.ann(root, f"final_vg_{split}.json"),
-            os.path.join(root, _paths.GQA_IMAGES),
+            layout.ann(root, f"final_vg_{split}.json"),
+            os.path.join(root, layout.GQA_IMAGES),
         )

@@ -15,4 +15,5 @@ CLEVR = "clevr"
 
 
 def ann(root: str, file_name: str) -> str:
+    """Path of an MDETR annotation file under the datasets root."""
     return os.path.join(root, ANNOTATIONS, file_name)

@@ -27,8 +27,8 @@ vocabularies, CLEVR answers are CLEVR answers. PhraseCut instances are integer r
 MDETR json polygons (rasterized by pycocotools) and the PhraseCut polygons (rasterized by the
 evaluator's PIL code) cover the same pixels: the ground truth fed back as a prediction scores 1.
 
-Deterministic from ``seed``; nothing is downloaded. Not imported by the library: tests and tools
-import it when they need it.
+Deterministic from ``seed``; nothing is downloaded. ``tests/test_recipe_matrix.py`` runs every
+config of ``configs/`` on it.
 """
 from __future__ import annotations
 
@@ -39,28 +39,25 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset_mapper import CLEVR_ATTRIBUTES
-from .datasets import _paths
-from .datasets.mdetr_json import CLEVR_IMAGE_HW
-from .datasets.register_refexp import REFEXP_SPLITS
-from .synthetic import (
-    SHAPES,
+from mdetr_d2.data.dataset_mapper import CLEVR_ATTRIBUTES
+from mdetr_d2.data.datasets import layout
+from mdetr_d2.data.datasets.mdetr_json import CLEVR_IMAGE_HW
+from mdetr_d2.data.datasets.register_refexp import REFEXP_SPLITS
+
+from .language import (
     Datapoint,
     Description,
-    Scene,
-    SceneObject,
-    _absent_description,
-    _choose_expression,
-    _flickr_entities_files,
-    generate_synthetic_dataset,
+    absent_description,
+    choose_expression,
     make_phrase_caption,
     make_questions,
     make_refexps,
     qa_vocabularies,
     referring_options,
-    render_scene,
-    sample_scene,
 )
+from .rendering import render_scene
+from .scenes import SHAPES, Scene, SceneObject, sample_scene
+from .writers import flickr_entities_files, generate_synthetic_dataset
 
 __all__ = ["LVIS_FREQUENCIES", "write_recipe_datasets"]
 
@@ -156,7 +153,7 @@ class _RecipeWriter:
         return self._next_id[kind]
 
     def ann(self, name: str) -> Path:
-        return Path(_paths.ann(str(self.root), name))
+        return Path(layout.ann(str(self.root), name))
 
     def done(self, path: Path, count: int) -> None:
         self.counts[path.relative_to(self.root).as_posix()] = count
@@ -166,8 +163,8 @@ class _RecipeWriter:
 
     # ------------------------------------------------------------------ Flickr30k Entities
     def flickr(self) -> None:
-        images = self.root / _paths.FLICKR_IMAGES
-        entities = self.root / _paths.FLICKR_ENTITIES
+        images = self.root / layout.FLICKR_IMAGES
+        entities = self.root / layout.FLICKR_ENTITIES
         for sub in ("Annotations", "Sentences"):
             (entities / sub).mkdir(parents=True, exist_ok=True)
         for split in ("train", "val", "test"):
@@ -181,7 +178,7 @@ class _RecipeWriter:
                 file_name = f"{image_id}.jpg"
                 _save(scene, images / ("train" if split == "train" else "val") / file_name)
                 datapoints = [make_phrase_caption(rng, scene) for _ in range(2)]
-                sentences, xml = _flickr_entities_files(scene, file_name, datapoints)
+                sentences, xml = flickr_entities_files(scene, file_name, datapoints)
                 (entities / "Sentences" / f"{image_id}.txt").write_text(sentences)
                 (entities / "Annotations" / f"{image_id}.xml").write_text(xml)
                 image_ids.append(image_id)
@@ -213,7 +210,7 @@ class _RecipeWriter:
         scene = sample_scene(rng)
         coco_id = self.new_id("coco2014", 100_000)
         file_name = f"COCO_train2014_{coco_id:012d}.jpg"
-        _save(scene, self.root / _paths.COCO / "train2014" / file_name)
+        _save(scene, self.root / layout.COCO / "train2014" / file_name)
         return rng, scene, coco_id, file_name
 
     def refexp(self) -> None:
@@ -240,7 +237,7 @@ class _RecipeWriter:
         scene = sample_scene(rng)
         vg_id = self.new_id("vg", 2_300_000)
         file_name = f"{vg_id}.jpg"
-        _save(scene, self.root / _paths.GQA_IMAGES / file_name)
+        _save(scene, self.root / layout.GQA_IMAGES / file_name)
         return rng, scene, vg_id, file_name
 
     def gqa(self) -> None:
@@ -299,7 +296,7 @@ class _RecipeWriter:
 
     # ------------------------------------------------------------------ PhraseCut
     def phrasecut(self) -> None:
-        folder = self.root / _paths.PHRASECUT
+        folder = self.root / layout.PHRASECUT
         image_split, cat_count, att_count = [], {}, {}
         keysets = (("shape",), ("color", "shape"), ("size", "color", "shape"))
         for split in ("train", "val", "miniv", "test"):
@@ -361,7 +358,7 @@ class _RecipeWriter:
             rng = _rng(self.seed, "lvis", split, i)
             scene = sample_scene(rng)
             coco_id = self.new_id("coco2017", 400_000)
-            _save(scene, self.root / _paths.COCO / split / f"{coco_id:012d}.jpg")
+            _save(scene, self.root / layout.COCO / split / f"{coco_id:012d}.jpg")
             present = sorted({o.shape for o in scene.objects})
             info = {"id": coco_id, "height": scene.height, "width": scene.width,
                     "coco_url": f"http://images.cocodataset.org/{split}/{coco_id:012d}.jpg",
@@ -399,7 +396,7 @@ class _RecipeWriter:
                 by_name[name]["image_count"] += 1
             for data in val.values():
                 modulated(data, scene, info, "val2017")
-        path = self.root / _paths.LVIS / "lvis_v1_minival.json"
+        path = self.root / layout.LVIS / "lvis_v1_minival.json"
         _write_json(path, minival)
         self.done(path, len(minival["images"]))
         # Nested subsets of the train images: 1 % in 10 % in 100 %.
@@ -432,7 +429,7 @@ class _RecipeWriter:
         return [dp for dp in make_questions(rng, scene, 4) if ok(dp.extra["answer"])][:2]
 
     def clevr(self) -> None:
-        clevr = self.root / _paths.CLEVR
+        clevr = self.root / layout.CLEVR
         variants = (("CLEVR_v1.0", "", ("train", "val", "test")),
                     ("CLEVR_CoGenT_v1.0", "cogent_", ("trainA", "valA", "valB", "testA", "testB")))
         humans = {}
@@ -479,7 +476,7 @@ class _RecipeWriter:
                 rng, scene, big, file_name = self.clevr_image(
                     "clevr_ref+", folder / "images", split, i)
                 for target in rng.permutation(len(scene.objects)).tolist()[:2]:
-                    expr = _choose_expression(rng, referring_options(scene, target))
+                    expr = choose_expression(rng, referring_options(scene, target))
                     if expr is None:
                         continue
                     caption, root, anchor = expr.text()
@@ -491,7 +488,7 @@ class _RecipeWriter:
                     data.add(_entry(file_name, big, caption), anns)
                 if split == "train" and i == 0:
                     # An expression with no referent: a box-less record (no-object supervision).
-                    desc = _absent_description(rng, scene, ("color", "shape"))
+                    desc = absent_description(rng, scene, ("color", "shape"))
                     if desc is not None:
                         data.add(_entry(file_name, big, f"the {desc.text()}"), [])
             self.write(data, folder / "annotations" / f"{split}.json")
