@@ -146,7 +146,7 @@ def test_divergence_is_reported_before_the_matcher(world, tiny_text_encoder, tmp
     args = _args(tmp_path, tiny_text_encoder, "DATASETS.TRAIN", f"('{CLEAN}',)",
                  "DATALOADER.NUM_WORKERS", "0",
                  "SOLVER.BASE_LR", "1e12", "SOLVER.CLIP_MAX_NORM", "0.0",
-                 "MODEL.MDETR.LR_BACKBONE", "1e12", "MODEL.MDETR.LR_TEXT_ENCODER", "1e12")
+                 "SOLVER.BACKBONE_LR", "1e12", "SOLVER.TEXT_ENCODER_LR", "1e12")
     with pytest.raises(FloatingPointError,
                        match=r"Model outputs became infinite or NaN at iteration=\d+: .*pred_"):
         train_net.main(args)

@@ -1,11 +1,10 @@
-"""Every YAML under configs/ parses with get_cfg() + add_mdetr_config + add_mdetr_solver_config."""
+"""Every YAML under configs/ parses with get_cfg() + add_mdetr_config."""
 from pathlib import Path
 
 import pytest
 from detectron2.config import get_cfg
 
 from mdetr_d2.config import add_mdetr_config
-from mdetr_d2.engine import add_mdetr_solver_config
 from mdetr_d2.engine.lr_scheduler import MDETR_SCHEDULES
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -15,7 +14,6 @@ YAMLS = sorted(p for p in CONFIGS.rglob("*.yaml"))
 def load(path):
     cfg = get_cfg()
     add_mdetr_config(cfg)
-    add_mdetr_solver_config(cfg)
     cfg.merge_from_file(str(path))
     return cfg
 
@@ -79,12 +77,12 @@ def test_clevr_humans_trains_without_detection():
 
 def test_recipe_values():
     refcoco = load(CONFIGS / "mdetr_refcoco.yaml")
-    s, m = refcoco.SOLVER, refcoco.MODEL.MDETR
+    s = refcoco.SOLVER
     assert (s.IMS_PER_BATCH, s.EPOCHS, s.LR_DROP_EPOCHS) == (8, 5, 3)
-    assert (s.BASE_LR, m.LR_BACKBONE, m.LR_TEXT_ENCODER) == (5e-5, 1e-5, 1e-5)
+    assert (s.BASE_LR, s.BACKBONE_LR, s.TEXT_ENCODER_LR) == (5e-5, 1e-5, 1e-5)
     assert refcoco.SOLVER.EMA.ENABLED and refcoco.SOLVER.CLIP_MAX_NORM == 0.1
     eb3 = load(CONFIGS / "pretrain" / "mdetr_pretrain_eb3.yaml")
-    assert eb3.MODEL.MDETR.LR_BACKBONE == 5e-5 and eb3.SOLVER.IMS_PER_BATCH == 64
+    assert eb3.SOLVER.BACKBONE_LR == 5e-5 and eb3.SOLVER.IMS_PER_BATCH == 64
     step2 = load(CONFIGS / "mdetr_phrasecut_step2.yaml")
     assert step2.MODEL.MDETR.FREEZE_DETECTOR and not step2.SOLVER.EMA.ENABLED
     gqa = load(CONFIGS / "mdetr_gqa.yaml")
@@ -108,3 +106,21 @@ def test_config_datasets_are_registered():
         cfg = load(path)
         missing = [n for n in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST) if n not in registered]
         assert not missing, f"{path.name}: unregistered datasets {missing}"
+
+
+@pytest.mark.parametrize("old, new", [("MODEL.MDETR.LR_BACKBONE", "SOLVER.BACKBONE_LR"),
+                                      ("MODEL.MDETR.LR_TEXT_ENCODER", "SOLVER.TEXT_ENCODER_LR")])
+def test_renamed_key_fails_naming_its_new_key(old, new, tmp_path):
+    """A config written for the old key names is an error that says where the key went, from a
+    file (through _BASE_ too) and from the command line; clones keep the check."""
+    leaf = old.rsplit(".", 1)[1]
+    (tmp_path / "old.yaml").write_text(
+        '_BASE_: "{}"\nMODEL:\n  MDETR:\n    {}: 1.0e-5\n'.format(CONFIGS / "Base-MDETR.yaml", leaf))
+    with pytest.raises(KeyError, match=f"{old} was renamed to {new}"):
+        load(tmp_path / "old.yaml")
+    cfg = load(CONFIGS / "mdetr_refcoco.yaml")
+    for target in (cfg, cfg.clone()):
+        with pytest.raises(KeyError, match=f"{old} was renamed to {new}"):
+            target.merge_from_list([old, "1e-5"])
+    assert leaf not in cfg.MODEL.MDETR
+    add_mdetr_config(cfg)  # a second call on the same config registers the renames once

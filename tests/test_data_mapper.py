@@ -220,7 +220,6 @@ def test_from_config_and_train_loader(tmp_path, official_fixtures, tok_dir):
     )
     cfg = get_cfg()
     add_mdetr_config(cfg)
-    D.add_mdetr_data_config(cfg)
     cfg.MODEL.MDETR.TEXT_ENCODER.NAME = tok_dir
     cfg.MODEL.MDETR.QA_HEAD = "gqa"
     cfg.DATASETS.TRAIN = ("test_data_mapper_gqa",)

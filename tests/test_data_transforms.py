@@ -12,11 +12,11 @@ from mdetr_d2.data import (
     MDETRResize,
     RandomSelect,
     RandomSizeCrop,
-    add_mdetr_data_config,
     build_augmentation_from_config,
     build_mdetr_augmentation,
     mdetr_resize_shape,
 )
+from mdetr_d2.config import add_mdetr_config
 from mdetr_d2.data.transforms import swap_left_right
 
 
@@ -117,7 +117,7 @@ def test_random_select_branches():
 
 def test_config_keys_build_chain():
     cfg = get_cfg()
-    add_mdetr_data_config(cfg)
+    add_mdetr_config(cfg)
     assert cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS is False
     (sel,) = build_augmentation_from_config(cfg, True)
     assert isinstance(sel, RandomSelect) and sel.first.augs[0].scales[-1] == 800

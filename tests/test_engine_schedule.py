@@ -6,7 +6,6 @@ from torch import nn
 
 from mdetr_d2.config import add_mdetr_config
 from mdetr_d2.engine import (
-    add_mdetr_solver_config,
     build_mdetr_lr_scheduler,
     build_mdetr_optimizer,
     param_group_of,
@@ -27,10 +26,9 @@ class _Named(nn.Module):
 def _cfg(**solver):
     cfg = get_cfg()
     add_mdetr_config(cfg)
-    add_mdetr_solver_config(cfg)
     cfg.SOLVER.BASE_LR = BASE["transformer"]
-    cfg.MODEL.MDETR.LR_BACKBONE = BASE["backbone"]
-    cfg.MODEL.MDETR.LR_TEXT_ENCODER = BASE["text_encoder"]
+    cfg.SOLVER.BACKBONE_LR = BASE["backbone"]
+    cfg.SOLVER.TEXT_ENCODER_LR = BASE["text_encoder"]
     for k, v in solver.items():
         cfg.SOLVER[k] = v
     return cfg
@@ -49,7 +47,7 @@ def test_param_group_names():
 def test_equal_lrs_keep_three_groups():
     # RefCOCO fine-tuning: backbone and text encoder share 1e-5 but follow different schedules.
     cfg = _cfg()
-    cfg.MODEL.MDETR.LR_TEXT_ENCODER = cfg.MODEL.MDETR.LR_BACKBONE = 1e-5
+    cfg.SOLVER.TEXT_ENCODER_LR = cfg.SOLVER.BACKBONE_LR = 1e-5
     model = _Named()
     opt = build_mdetr_optimizer(cfg, model)
     assert isinstance(opt, torch.optim.AdamW)

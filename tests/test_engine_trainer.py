@@ -25,7 +25,7 @@ from torch import multiprocessing as mp
 from torch import nn
 
 from mdetr_d2.config import add_mdetr_config
-from mdetr_d2.engine import MDETRTrainer, add_mdetr_solver_config, launch
+from mdetr_d2.engine import MDETRTrainer, launch
 from mdetr_d2.engine.ema import unwrap_model
 
 TINY_DATA = "mdetr_engine_tiny_train"
@@ -129,7 +129,6 @@ class TinyTrainer(MDETRTrainer):
 def tiny_cfg(output_dir, **overrides):
     cfg = get_cfg()
     add_mdetr_config(cfg)
-    add_mdetr_solver_config(cfg)
     cfg.MODEL.DEVICE = "cpu"
     cfg.OUTPUT_DIR = str(output_dir)
     os.makedirs(output_dir, exist_ok=True)  # default_setup's job in tools/train_net.py
@@ -140,8 +139,8 @@ def tiny_cfg(output_dir, **overrides):
     cfg.DATALOADER.ASPECT_RATIO_GROUPING = False  # as in Base-MDETR.yaml
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.SOLVER.BASE_LR = 1e-2
-    cfg.MODEL.MDETR.LR_BACKBONE = 5e-3
-    cfg.MODEL.MDETR.LR_TEXT_ENCODER = 5e-3
+    cfg.SOLVER.BACKBONE_LR = 5e-3
+    cfg.SOLVER.TEXT_ENCODER_LR = 5e-3
     cfg.SOLVER.MAX_ITER = 10
     cfg.SOLVER.LR_DROP = 8
     cfg.SOLVER.CHECKPOINT_PERIOD = 100000
@@ -178,7 +177,7 @@ def test_loss_decreases_and_groups(tmp_path):
     trainer = run(tiny_cfg(tmp_path, **{
         "SOLVER.MAX_ITER": 60, "SOLVER.LR_DROP": 40, "SOLVER.IMS_PER_BATCH": 8,
         "SOLVER.BASE_LR": lr,
-        "MODEL.MDETR.LR_BACKBONE": lr, "MODEL.MDETR.LR_TEXT_ENCODER": lr,
+        "SOLVER.BACKBONE_LR": lr, "SOLVER.TEXT_ENCODER_LR": lr,
     }))
     losses = losses_of(trainer)
     assert len(losses) == 60

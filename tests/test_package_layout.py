@@ -1,5 +1,5 @@
-"""The package's layering, read from the sources (no import): the synthetic example world beside
-the library and never imported by it."""
+"""The package's layering, read from the sources (no import): the config at the bottom, the
+synthetic example world beside the library and never imported by it."""
 import ast
 from pathlib import Path
 
@@ -35,3 +35,10 @@ def test_library_never_imports_the_synthetic_world():
                  for name, _ in _imports(p) if name.split(".")[0] == "mdetr_synthetic"]
     assert not offenders, offenders
 
+
+def test_config_is_the_bottom_layer():
+    """mdetr_d2/config.py holds every key and imports only Detectron2's CfgNode, at the top."""
+    imports = _imports(LIBRARY / "config.py")
+    assert imports == [("detectron2.config", False)], imports
+    assert not (LIBRARY / "data" / "config.py").exists()
+    assert not (LIBRARY / "engine" / "config.py").exists()

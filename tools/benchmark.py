@@ -348,7 +348,7 @@ class OfficialMDETR:
             raise ValueError("the official comparison supports the detection model (no masks, QA, global contrastive)")
         return argparse.Namespace(
             backbone=f"resnet{cfg.MODEL.RESNETS.DEPTH}", dilation=False, position_embedding="sine",
-            lr_backbone=m.LR_BACKBONE, masks=False, mask_model="none", frozen_weights=None,
+            lr_backbone=cfg.SOLVER.BACKBONE_LR, masks=False, mask_model="none", frozen_weights=None,
             hidden_dim=m.HIDDEN_DIM, nheads=m.NHEADS, enc_layers=m.ENC_LAYERS, dec_layers=m.DEC_LAYERS,
             dim_feedforward=m.DIM_FEEDFORWARD, dropout=m.DROPOUT, pre_norm=False, pass_pos_and_query=True,
             text_encoder_type=m.TEXT_ENCODER.NAME, freeze_text_encoder=m.TEXT_ENCODER.FREEZE,

@@ -177,7 +177,8 @@ def _backbone_cfg(cfg: CfgNode, name: str) -> None:
 
 def official_args_to_cfg(cfg: CfgNode, args: argparse.Namespace | dict,
                          text_encoder: str | None = None) -> CfgNode:
-    """Set the model keys of ``cfg`` (made with :func:`add_mdetr_config`) from an official ``args``.
+    """Set the model keys and the LRs of ``cfg`` (made with :func:`add_mdetr_config`) from an
+    official ``args``.
 
     Args:
         text_encoder: HF name or local folder to use instead of ``args.text_encoder_type``.
@@ -220,9 +221,9 @@ def official_args_to_cfg(cfg: CfgNode, args: argparse.Namespace | dict,
                          ("CONTRASTIVE_LOSS_COEF", "contrastive_loss_coef")):
         if theirs in a:
             setattr(m, ours, float(a[theirs]))
-    m.LR_BACKBONE = a.get("lr_backbone", m.LR_BACKBONE)
-    m.LR_TEXT_ENCODER = a.get("text_encoder_lr", m.LR_TEXT_ENCODER)
     cfg.SOLVER.BASE_LR = a.get("lr", cfg.SOLVER.BASE_LR)
+    cfg.SOLVER.BACKBONE_LR = a.get("lr_backbone", cfg.SOLVER.BACKBONE_LR)
+    cfg.SOLVER.TEXT_ENCODER_LR = a.get("text_encoder_lr", cfg.SOLVER.TEXT_ENCODER_LR)
     # The checkpoint carries the text encoder's weights: only its config and tokenizer are needed.
     m.TEXT_ENCODER.PRETRAINED = False
     return cfg

@@ -3,7 +3,6 @@
 Importing this package registers every MDETR dataset under ``$MDETR_DATASETS`` (lazily).
 """
 
-from .config import add_mdetr_data_config
 from .dataset_mapper import (
     CLEVR_ATTRIBUTES,
     GQA_ANSWER_TYPES,
@@ -39,7 +38,6 @@ from .transforms import (
 )
 
 __all__ = [
-    "add_mdetr_data_config",
     "CLEVR_ATTRIBUTES",
     "GQA_ANSWER_TYPES",
     "BadRecordError",

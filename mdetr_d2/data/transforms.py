@@ -341,5 +341,5 @@ def augmentation_args_from_config(cfg, is_train: bool) -> dict:
 
 
 def build_augmentation_from_config(cfg, is_train: bool) -> list[Augmentation]:
-    """:func:`build_mdetr_augmentation` from the ``INPUT.MDETR.*`` keys (``add_mdetr_data_config``)."""
+    """:func:`build_mdetr_augmentation` from the ``INPUT.MDETR.*`` keys (``add_mdetr_config``)."""
     return build_mdetr_augmentation(**augmentation_args_from_config(cfg, is_train))

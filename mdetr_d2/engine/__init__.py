@@ -1,6 +1,5 @@
 """Training engine: MDETRTrainer, its optimizer, schedules (in epochs too), EMA, job set-up and a
 CPU-capable launcher."""
-from .config import add_mdetr_solver_config
 from .defaults import check_device, default_argument_parser, default_setup
 from .ema import EMAHook, ModelEMA
 from .epochs import ResolvedSchedule, iterations_per_epoch, resolve_epoch_schedule
@@ -26,7 +25,6 @@ __all__ = [
     "ModelEMA",
     "ResolvedSchedule",
     "TrainStreamHook",
-    "add_mdetr_solver_config",
     "build_mdetr_lr_scheduler",
     "build_mdetr_optimizer",
     "check_device",

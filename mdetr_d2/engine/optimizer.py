@@ -34,8 +34,8 @@ def get_mdetr_optimizer_params(
     model: nn.Module,
     *,
     base_lr: float,
-    lr_backbone: float,
-    lr_text_encoder: float,
+    backbone_lr: float,
+    text_encoder_lr: float,
     weight_decay: float,
 ) -> List[Dict[str, Any]]:
     """Parameter groups for ``torch.optim``: one per (LR, group) with every trainable parameter.
@@ -44,7 +44,7 @@ def get_mdetr_optimizer_params(
     weight decay applies to every parameter. Groups are merged with ``reduce_param_groups``
     (Detectron2 v0.6 and main).
     """
-    lrs = {TRANSFORMER: base_lr, BACKBONE: lr_backbone, TEXT_ENCODER: lr_text_encoder}
+    lrs = {TRANSFORMER: base_lr, BACKBONE: backbone_lr, TEXT_ENCODER: text_encoder_lr}
     params = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -60,8 +60,8 @@ def _optimizer_args(cfg: CfgNode, model: nn.Module | None = None) -> Dict[str, A
     return {
         "model": model,
         "base_lr": cfg.SOLVER.BASE_LR,
-        "lr_backbone": cfg.MODEL.MDETR.LR_BACKBONE,
-        "lr_text_encoder": cfg.MODEL.MDETR.LR_TEXT_ENCODER,
+        "backbone_lr": cfg.SOLVER.BACKBONE_LR,
+        "text_encoder_lr": cfg.SOLVER.TEXT_ENCODER_LR,
         "weight_decay": cfg.SOLVER.WEIGHT_DECAY,
         "name": cfg.SOLVER.OPTIMIZER,
         "momentum": cfg.SOLVER.MOMENTUM,
@@ -76,8 +76,8 @@ def build_mdetr_optimizer(
     model: nn.Module,
     *,
     base_lr: float,
-    lr_backbone: float,
-    lr_text_encoder: float,
+    backbone_lr: float,
+    text_encoder_lr: float,
     weight_decay: float,
     name: str = "ADAMW",
     momentum: float = 0.9,
@@ -88,7 +88,7 @@ def build_mdetr_optimizer(
 
     Args:
         model: the model whose trainable parameters are optimized.
-        base_lr, lr_backbone, lr_text_encoder: LRs of the transformer, backbone and text-encoder
+        base_lr, backbone_lr, text_encoder_lr: LRs of the transformer, backbone and text-encoder
             groups.
         weight_decay: applied to every parameter.
         name: "ADAMW" (official; PyTorch's default betas and eps) or "SGD" (with ``momentum``).
@@ -97,8 +97,8 @@ def build_mdetr_optimizer(
     params = get_mdetr_optimizer_params(
         model,
         base_lr=base_lr,
-        lr_backbone=lr_backbone,
-        lr_text_encoder=lr_text_encoder,
+        backbone_lr=backbone_lr,
+        text_encoder_lr=text_encoder_lr,
         weight_decay=weight_decay,
     )
     if name.upper() == "ADAMW":
