@@ -88,6 +88,23 @@ def _installed() -> bool:
     return importlib.util.find_spec("detectron2") is not None
 
 
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract an sdist, refusing members that would land outside ``dest`` or are links/devices.
+
+    Python 3.11 before 3.11.4 (e.g. Debian 12's python3) has no extraction filters, so the check
+    is made here in that case.
+    """
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    for member in tar.getmembers():
+        target = (dest / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or not target.is_relative_to(dest.resolve()):
+            sys.exit(f"refusing to extract {member.name!r} from {tar.name}: "
+                     "not a plain file or folder inside the archive")
+    tar.extractall(dest)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="reinstall even if detectron2 imports")
@@ -105,7 +122,7 @@ def main() -> int:
         if len(archives) != 1:
             sys.exit(f"expected one sdist in {tmp}, found {[a.name for a in archives]}")
         with tarfile.open(archives[0]) as tar:
-            tar.extractall(tmp_path / "src", filter="data")
+            _extract(tar, tmp_path / "src")
         (root,) = [p for p in (tmp_path / "src").iterdir() if (p / "setup.py").exists()]
         patch_sources(root)
         subprocess.check_call(pip + ["install", "-q", "--no-build-isolation", str(root)])
