@@ -56,8 +56,13 @@ def world(tmp_path_factory):
         path = root / f"{name}.json"
         path.write_text(json.dumps({"images": images[:n], "annotations": annotations[:n],
                                     "categories": [{"id": 1, "name": "object"}]}))
-        D.register_mdetr_json(name, str(path), str(root / "images"))
+    _register(root)
     return root
+
+
+def _register(root):
+    for name in (DATASET, CLEAN):
+        D.register_mdetr_json(name, str(root / f"{name}.json"), str(root / "images"))
 
 
 def _args(out, tiny_text_encoder, *opts, resume=False, eval_only=False):
@@ -80,7 +85,8 @@ class _SigKill(HookBase):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _killed_child(args):
+def _killed_child(args, root):
+    _register(root)  # a spawned process starts with empty catalogs
     build_hooks = MDETRTrainer.build_hooks
     MDETRTrainer.build_hooks = lambda self: build_hooks(self) + [_SigKill()]
     train_net.main(args)
@@ -102,8 +108,10 @@ def test_train_net_skips_and_names_bad_records_and_resumes_exactly(
     assert len(summaries) == 3 and "3 bad training record(s) skipped" in summaries[-1]  # it 1, 3, 5
 
     # The same run, killed with SIGKILL before iteration 5 (last checkpoint after 3), resumed.
-    child = mp.get_context("fork").Process(target=_killed_child,
-                                            args=(_args(tmp_path / "killed", tiny_text_encoder),))
+    # Spawned, not forked: a child forked after this process ran OpenMP-parallel torch ops
+    # deadlocks in libgomp at its first parallel op (unless OMP_NUM_THREADS=1).
+    child = mp.get_context("spawn").Process(
+        target=_killed_child, args=(_args(tmp_path / "killed", tiny_text_encoder), world))
     child.start()
     child.join()
     assert child.exitcode == -signal.SIGKILL

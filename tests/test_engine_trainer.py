@@ -212,7 +212,7 @@ class _SigKill(HookBase):
 
 
 def _train(cfg_yaml, resume=False, kill_at=None, result_file=None):
-    """One training run (in this process, a forked child or a launched worker) from a dumped cfg;
+    """One training run (in this process, a spawned child or a launched worker) from a dumped cfg;
     the main process writes the image ids of its batches to ``result_file``."""
     from detectron2.config import CfgNode
 
@@ -228,9 +228,11 @@ def _train(cfg_yaml, resume=False, kill_at=None, result_file=None):
 
 
 def _run_killed(cfg_yaml, kill_at, processes, dist_url):
-    if processes == 1:  # a forked child: the test process stays alive
-        child = mp.get_context("fork").Process(target=_train, args=(cfg_yaml,),
-                                                kwargs={"kill_at": kill_at})
+    if processes == 1:  # a child process: the test process stays alive
+        # Spawned, not forked: a child forked after this process ran OpenMP-parallel torch ops
+        # deadlocks in libgomp at its first parallel op (unless OMP_NUM_THREADS=1).
+        child = mp.get_context("spawn").Process(target=_train, args=(cfg_yaml,),
+                                                 kwargs={"kill_at": kill_at})
         child.start()
         child.join()
         assert child.exitcode == -signal.SIGKILL
