@@ -288,12 +288,14 @@ def _kill_then_resume(tmp_path, overrides, processes):
 
     from mdetr_d2.engine import default_argument_parser  # tools/train_net.py's
 
-    dist_url = default_argument_parser().parse_args([]).dist_url
+    def dist_url():  # each run picks its port, as each tools/train_net.py invocation does
+        return default_argument_parser().parse_args([]).dist_url
+
     # Detectron2's fixed per-user port, held by another job: the default must not need it.
     fixed_port = int(d2_argument_parser().parse_args([]).dist_url.rsplit(":", 1)[1])
     with _held(fixed_port):
         killed = tiny_cfg(tmp_path / "killed", **overrides)
-        _run_killed(killed.dump(), 7, processes, dist_url)
+        _run_killed(killed.dump(), 7, processes, dist_url())
         assert (tmp_path / "killed" / "last_checkpoint").read_text() == "model_0000005.pth"
         state = torch.load(tmp_path / "killed" / "model_0000005.pth")["trainer"]["hooks"]
         seed = state["TrainStreamHook"]["seed"]
@@ -303,7 +305,7 @@ def _kill_then_resume(tmp_path, overrides, processes):
             if processes == 1:
                 _train(cfg.dump(), resume=resume, result_file=result_file)
             else:
-                launch(_train, processes, dist_url=dist_url,
+                launch(_train, processes, dist_url=dist_url(),
                        args=(cfg.dump(), resume, None, result_file))
     checkpoints = [torch.load(tmp_path / run_dir / "model_final.pth", map_location="cpu")
                    for run_dir in ("full", "killed")]
