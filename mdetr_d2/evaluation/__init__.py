@@ -13,6 +13,8 @@ Metadata attributes read (``MetadataCatalog.get(dataset_name)``):
   Detectron2's ``LVISEvaluator``. Both read the model's class-prompt detections (contiguous
   ``pred_classes``).
 * ``json_file``: the MDETR json (RefExp / CLEVR-Ref+ ground truth, class-agnostic AP).
+* ``refexp_breakdown_field`` (optional): an image-entry field of the RefExp json whose values split P@k
+  into extra rows (see :class:`RefExpEvaluator`).
 * Flickr (all required): ``flickr_entities_dir``, ``flickr_split`` (``val``/``test``: the split list of the
   Entities folder), ``flickr_gt_type`` (``separate``/``merged``: ANY-BOX or MERGED-BOX as the main protocol).
 * ``phrasecut_orig_dir`` and ``phrasecut_split`` (``miniv``/``val``/``test``) (required for PhraseCut),
@@ -196,7 +198,9 @@ def build_mdetr_evaluators(
         if t in skipped:
             continue
         if t == "refexp":
-            evaluators.append(RefExpEvaluator(dataset_name))
+            evaluators.append(
+                RefExpEvaluator(dataset_name, breakdown_field=getattr(meta, "refexp_breakdown_field", None))
+            )
         elif t == "clevrref":
             evaluators.append(ClevrRefEvaluator(dataset_name))
         elif t == "flickr":

@@ -68,6 +68,10 @@ class RefExpEvaluator(DatasetEvaluator):
     expression, with ``dataset_name``. Each datapoint is scored in :meth:`process` (only first-hit ranks
     are kept), so memory and the final gather stay small.
 
+    With ``breakdown_field``, the datapoints of each dataset are also split by the value of that field
+    of their json image entry (e.g. the synthetic world's ``expression_type``: color, shape, relation,
+    ...), with keys ``<dataset>/<value>/P@k``; entries without the field count in the overall rows only.
+
     Inputs read: ``image_id``. Outputs read: ``instances.pred_boxes`` and ``instances.scores`` (or
     ``instances.scores_refexp`` when ``score_field="scores_refexp"``).
     """
@@ -84,6 +88,7 @@ class RefExpEvaluator(DatasetEvaluator):
         iou_thresh: float = 0.5,
         score_field: str = "scores",
         single_gt_only: bool = False,
+        breakdown_field: Optional[str] = None,
     ):
         """
         Args:
@@ -94,6 +99,7 @@ class RefExpEvaluator(DatasetEvaluator):
             iou_thresh: threshold for both GIoU and IoU.
             score_field: ``Instances`` field ranking the boxes.
             single_gt_only: skip datapoints without exactly one GT box (CLEVR-Ref+) instead of raising.
+            breakdown_field: image-entry field whose values split the metrics into extra rows.
         """
         self._dataset_name = dataset_name
         if ground_truth is None:
@@ -107,6 +113,7 @@ class RefExpEvaluator(DatasetEvaluator):
         self._thresh = iou_thresh
         self._score_field = score_field
         self._single_gt_only = single_gt_only
+        self._breakdown_field = breakdown_field
         # datapoint id -> (dataset_name, giou first-hit rank, iou first-hit rank)
         self._ranks: Dict[int, Tuple[str, int, int]] = {}
 
@@ -168,9 +175,14 @@ class RefExpEvaluator(DatasetEvaluator):
                 f"{missing[:10]}"
             )
         per_ds: Dict[str, List[Tuple[int, int]]] = OrderedDict()
+        per_value: Dict[str, List[Tuple[int, int]]] = {}
         for img_id in expected:
             name, g, i = ranks[img_id]
             per_ds.setdefault(name, []).append((g, i))
+            value = self._gt[img_id]["image"].get(self._breakdown_field) if self._breakdown_field else None
+            if value is not None:
+                per_value.setdefault(f"{name}/{value}", []).append((g, i))
+        per_ds.update(sorted(per_value.items()))
         results: Dict[str, float] = OrderedDict()
         table: Dict[str, Dict[str, float]] = OrderedDict()
         for name, rows in per_ds.items():
