@@ -6,7 +6,8 @@ character spans naming them) and the extra fields of its json entry:
 * referring expressions that single out exactly one object ("the small red circle", "the square
   left of the green star", "the leftmost blue triangle"), their span the root noun phrase; the
   referred object is drawn uniformly among the objects of the scene, so a text-blind guess ("the
-  largest object") is right only about 1/n of the time;
+  largest object") is right only about 1/n of the time; each records its ``expression_type`` (what
+  singles the object out, :data:`EXPRESSION_TYPES`), by which the RefExp evaluator breaks P@k down;
 * Flickr-style phrase captions ("two red circles and a blue square ."), where a phrase covers
   every object of the scene that matches its words;
 * questions with their answer (exist / count / color / shape / size), a GQA semantic type (so the
@@ -24,6 +25,10 @@ import numpy as np
 from .scenes import COLORS, MAX_OBJECTS, SHAPES, SIZES, Scene, SceneObject
 
 RELATIONS = ("left of", "right of", "above", "below")
+# What singles the referred object out, recorded per referring expression: attribute words only
+# (colour, shape, both), a size word (with or without others), a superlative ("the leftmost ..."),
+# a relation to another object ("... left of the green star").
+EXPRESSION_TYPES = ("color", "shape", "color_shape", "size", "absolute_position", "relation")
 SUPERLATIVES = ("leftmost", "rightmost", "topmost", "bottommost")
 COUNT_WORDS = ("zero", "a", "two", "three", "four", "five")
 # QA: each question family maps to a GQA semantic type (§5.6), whose answer head predicts it. GQA
@@ -101,6 +106,16 @@ class ReferringExpression:
         anchor = "the " + self.anchor_desc.text()
         full = f"{root} {self.relation} {anchor}"
         return full, (0, len(root)), (len(full) - len(anchor), len(full))
+
+    def expression_type(self) -> str:
+        """One of :data:`EXPRESSION_TYPES`: a relation or a superlative first, then a size word,
+        then the attribute words."""
+        if self.relation is not None:
+            return "relation"
+        if self.superlative is not None:
+            return "absolute_position"
+        keys = self.desc.keys()
+        return "size" if "size" in keys else "_".join(keys)
 
 
 def resolve(expr: ReferringExpression, scene: Scene) -> list[int]:
@@ -236,7 +251,8 @@ def make_refexps(rng: np.random.Generator, scene: Scene, count: int) -> list[Dat
         if expr is None:
             continue  # e.g. an exact twin with no usable spatial word: not referable
         caption, root, _ = expr.text()
-        out.append(Datapoint(caption, [(target, [list(root)])], {}))
+        out.append(Datapoint(caption, [(target, [list(root)])],
+                             {"expression_type": expr.expression_type()}))
     return out
 
 

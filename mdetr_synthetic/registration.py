@@ -40,6 +40,8 @@ def _family_metadata(family: str, root: Path, split: str) -> dict:
             gqa_answer_vocab=str(root / "synthetic_qa_answer2id.json"),
             gqa_answer_vocab_by_type=str(root / "synthetic_qa_answer2id_by_type.json"),
             gqa_split=split, qa_attributes=list(QA_ATTRIBUTES))
+    if family == "refexp":  # P@k per expression type as well
+        metadata.update(refexp_breakdown_field="expression_type")
     if family == "flickr":  # the Flickr evaluator reads the Flickr30k Entities layout
         metadata.update(flickr_entities_dir=str(root / "flickr_entities" / split),
                         flickr_split=split, flickr_gt_type="separate")

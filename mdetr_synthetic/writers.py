@@ -5,7 +5,8 @@ split, in the official MDETR annotation format (reference §5.1: one json "image
 image-caption pair):
 
 * ``synthetic_refexp_<split>.json`` (as RefCOCO, §5.3): one referring expression per entry, one
-  box, whose ``tokens_positive`` is the root noun phrase.
+  box, whose ``tokens_positive`` is the root noun phrase; the entry's ``expression_type`` says what
+  singles the object out.
 * ``synthetic_flickr_<split>.json`` (as Flickr30k Entities, §5.4): a multi-phrase caption with one
   annotation per object and ``tokens_positive_eval`` per phrase. The same captions are also written
   in the Flickr30k Entities layout (``flickr_entities/<split>/``) for the Flickr evaluator.
@@ -48,7 +49,7 @@ from .text_encoder import build_text_encoder_folder
 logger = logging.getLogger(__name__)
 
 # Bump whenever the output for a given set of parameters changes (invalidates existing manifests).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MANIFEST_NAME = "manifest.json"
 FAMILIES = ("refexp", "flickr", "qa")
 DETECTION = "detection"  # the COCO detection view (not an MDETR caption family)
@@ -156,7 +157,8 @@ def _generate_split(root: Path, split: str, num_images: int, seed: int, params: 
                     obj = scene.objects[obj_index]
                     ann = {"area": round(obj.area, 2), "iscrowd": 0, "image_id": image_id,
                            "category_id": SHAPES.index(obj.shape) + 1,
-                           "id": len(data["annotations"]),
+                           # From 1: pycocotools reads annotation id 0 as "unmatched".
+                           "id": len(data["annotations"]) + 1,
                            "bbox": [round(v, 2) for v in obj.bbox], "tokens_positive": spans}
                     if params["masks"]:
                         ann["segmentation"] = [[v for p in obj.polygon for v in p]]

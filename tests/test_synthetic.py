@@ -328,3 +328,32 @@ def test_register_load_map_and_evaluate(dataset):
             ranked.append(np.array([[x, y, x + w, y + h] for x, y, w, h in boxes]))
         evaluator.add_ranked(record["original_img_id"], record["sentence_id"], ranked)
     assert evaluator.evaluate()["flickr"]["R@1_all"] == 1.0
+
+
+def test_ground_truth_scores_one_in_the_registered_evaluators(dataset):
+    """Ground truth as the prediction scores 1 in every row of the evaluators the registration picks:
+    P@1 overall and per expression type, and class-agnostic box AP (annotation ids used to start at
+    0, which pycocotools never matches: AP stayed below 1)."""
+    from detectron2.data import DatasetCatalog
+    from detectron2.structures import Boxes, Instances
+
+    from mdetr_d2.evaluation import build_mdetr_evaluators
+
+    root, out = dataset
+    registration.register_synthetic(root)
+    evaluator = build_mdetr_evaluators("synthetic_refexp_val")
+    evaluator.reset()
+    types = {img["expression_type"] for img in _load(out["synthetic_refexp_val"])["images"]}
+    for record in DatasetCatalog.get("synthetic_refexp_val"):
+        x, y, w, h = record["annotations"][0]["bbox"]
+        instances = Instances((record["height"], record["width"]))
+        instances.pred_boxes = Boxes(torch.tensor([[x, y, x + w, y + h], [0.0, 0.0, 4.0, 4.0]]))
+        instances.scores = torch.tensor([0.9, 0.1])
+        instances.pred_classes = torch.zeros(2, dtype=torch.long)
+        evaluator.process([{"image_id": record["image_id"]}], [{"instances": instances}])
+    assert types <= set(language.EXPRESSION_TYPES) and len(types) >= 2
+    results = evaluator.evaluate()
+    assert results["refexp"]["synthetic_refexp/P@1"] == 1.0
+    assert {f"synthetic_refexp/{t}/P@1" for t in types} <= set(results["refexp"])
+    assert all(v == 1.0 for k, v in results["refexp"].items() if k.endswith("/P@1"))
+    assert results["bbox"]["AP50"] == pytest.approx(1.0)
