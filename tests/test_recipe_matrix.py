@@ -74,6 +74,7 @@ class Recipe:
 
 
 BOX_AP = ("AP", "AP50", "AP75")
+COCO_AREA_AP = ("APs", "APm", "APl")
 PRETRAIN_EXPECTED = {
     "gqa_det_val": {"bbox": BOX_AP},
     "flickr_separate_val": {"flickr": ("R@1_all", "R@5_all", "R@10_all", "any_box/R@1_all",
@@ -118,7 +119,8 @@ RECIPES = [
     # The embedded default states its schedule in iterations: explicit keys still work.
     Recipe("synthetic/mdetr_synthetic", {
         "synthetic_refexp_val": {"refexp": ("synthetic_refexp/P@1",), "bbox": BOX_AP},
-        "synthetic_flickr_val": {"flickr": ("R@1_all",), "bbox": BOX_AP}},
+        "synthetic_flickr_val": {"flickr": ("R@1_all",), "bbox": BOX_AP},
+        "synthetic_detection_val": {"bbox": BOX_AP}},
         cli=True, extra=("SOLVER.MAX_ITER", "3", "SOLVER.LR_DROP", "2",
                          "SOLVER.CHECKPOINT_PERIOD", "3")),
 ]
@@ -181,7 +183,11 @@ def _check_metrics(recipe: Recipe, results: dict) -> None:
             values = reported[task]
             missing = [k for k in keys if k not in values]
             assert not missing, (recipe.name, dataset, task, missing, sorted(values))
-            bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+            # Detectron2's COCOEvaluator reports NaN for a slice without ground truth (an area
+            # range: the synthetic shapes are never COCO-"large"; a category absent from a
+            # miniature); any other non-finite value is a failure.
+            bad = {k: v for k, v in values.items() if not math.isfinite(v)
+                   and not (math.isnan(v) and (k in COCO_AREA_AP or k.startswith("AP-")))}
             assert not bad, (recipe.name, dataset, task, bad)
 
 
@@ -309,7 +315,7 @@ def test_recipe_trains_evaluates_and_reevaluates(runner, recipe):
             common = sorted(set(first) & set(second))  # the printed tables omit keys with "-"
             assert len(common) >= len(tasks[task])
             assert [second[k] for k in common] == pytest.approx(
-                [first[k] for k in common], abs=1e-4), (recipe.name, dataset, task)
+                [first[k] for k in common], abs=1e-4, nan_ok=True), (recipe.name, dataset, task)
 
 
 def test_cogent_model_answers_condition_b_questions(runner):

@@ -1,30 +1,45 @@
 """The README's main job (tools/synthetic_job.py) on a tiny world: the same code path, few iterations."""
 import json
 
+from mdetr_synthetic.language import EXPRESSION_TYPES
+
 _job = __import__("tools.synthetic_job", fromlist=["main"]).main
 
 
 def test_synthetic_job_end_to_end(tmp_path):
+    """Generation, training and evaluation through tools/train_net.py (2 processes, an evaluation
+    during training and one at the end), baselines, figures: every promised metric is written."""
     out = tmp_path / "out"
     rc = _job(["--data-root", str(tmp_path / "world"), "--num-train", "6", "--num-val", "3",
                "--output", str(out), "--figures", str(tmp_path / "figures"), "--demo-images", "2",
-               "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0"])
+               "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2", "SOLVER.IMS_PER_BATCH", "2"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
+    val_types = {e["expression_type"] for e in json.loads(
+        (tmp_path / "world" / "annotations" / "synthetic_refexp_val.json").read_text())["images"]}
+    assert 0.0 <= results["REC_P@1"] <= 1.0 and 0.0 <= results["phrase_grounding_R@1"] <= 1.0
+    assert set(results["REC_P@1_by_expression_type"]) == val_types
+    assert val_types <= set(EXPRESSION_TYPES)
     refexp, flickr = results["metrics"]["synthetic_refexp_val"], results["metrics"]["synthetic_flickr_val"]
     assert {"refexp", "bbox"} <= set(refexp) and {"flickr", "bbox"} <= set(flickr)
-    assert 0.0 <= refexp["refexp"]["synthetic_refexp/P@1"] <= 1.0
-    assert 0.0 <= flickr["flickr"]["R@1_all"] <= 1.0
+    assert refexp["refexp"]["synthetic_refexp/P@1"] == results["REC_P@1"]
     # Class-prompt detection of the shapes, scored by Detectron2's COCOEvaluator, both styles.
     prompts_ap = results["class_prompt_box_AP"]
     assert set(prompts_ap) == {"per_class", "joined"}
     assert all(0.0 <= r["AP50"] <= 100.0 and "AP-circle" in r for r in prompts_ap.values())
     baselines = results["text_blind_baselines_P@1"]
     assert set(baselines) == {"largest object", "smallest object", "most central object", "random object"}
-    assert all(0.0 <= v <= 1.0 for v in baselines.values())
-    assert (out / "training_curves.png").stat().st_size > 0
-    assert len(list((out / "demo").glob("*.png"))) == 2
-    assert (tmp_path / "figures" / "synthetic_demo.png").is_file()
+    assert all(set(b) == val_types | {"all"} and all(0.0 <= v <= 1.0 for v in b.values())
+               for b in baselines.values())
+    assert [row["iteration"] for row in results["validation_curve"]] == [2, 4]
+    assert results["iterations"] == 4
+    assert set(results["seconds"]) == {"generate", "train_and_evaluate",
+                                       "class_prompts_joined_and_baselines", "figures", "total"}
+    assert len(results["demo"]) == 2 and all(isinstance(d["correct"], bool) for d in results["demo"])
+    assert "tools/train_net.py" in (out / "synthetic_job.log").read_text()
+    assert "Evaluation results for synthetic_refexp_val" in (out / "log.txt").read_text()
+    for name in ("synthetic_demo.png", "synthetic_training_curves.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
 
 
 def test_train_net_eval_only_runs_the_registered_evaluators(tmp_path):
@@ -33,8 +48,8 @@ def test_train_net_eval_only_runs_the_registered_evaluators(tmp_path):
 
     world, out = tmp_path / "world", tmp_path / "out"
     assert _job(["--data-root", str(world), "--num-train", "4", "--num-val", "2", "--output", str(out),
-                 "--demo-images", "1", "SOLVER.MAX_ITER", "1", "SOLVER.IMS_PER_BATCH", "2",
-                 "DATALOADER.NUM_WORKERS", "0"]) == 0
+                 "--demo-images", "1", "--num-processes", "1", "SOLVER.MAX_ITER", "1",
+                 "SOLVER.IMS_PER_BATCH", "2"]) == 0
     train_net = __import__("tools.train_net", fromlist=["main"])
     args = default_argument_parser().parse_args([
         "--config-file", "configs/synthetic/mdetr_synthetic.yaml", "--eval-only",

@@ -4,9 +4,12 @@ DETECTRON2_VERSIONS.md).
 Detectron2 v0.6's workers assert CUDA and use NCCL; main falls back to GLOO. Without CUDA this
 module starts the processes itself (``torch.multiprocessing`` spawn, GLOO) and creates Detectron2's
 local process group the way the running Detectron2 version expects; otherwise it defers to
-``detectron2.engine.launch``.
+``detectron2.engine.launch``. Each CPU process gets an equal share of the cores as its torch threads
+(unless ``OMP_NUM_THREADS`` says otherwise): processes that each use every core slow each other down
+many times over.
 """
 import logging
+import os
 import socket
 from datetime import timedelta
 from typing import Callable, Optional, Tuple
@@ -27,6 +30,13 @@ def find_free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("", 0))
         return sock.getsockname()[1]
+
+
+def cpu_threads_per_process(num_processes: int) -> int:
+    """Torch threads for each of ``num_processes`` CPU processes on this machine: an equal share of
+    the cores this process may use (at least 1)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // num_processes)
 
 
 def init_local_process_group(num_per_machine: int, machine_rank: int) -> None:
@@ -53,6 +63,8 @@ def _cpu_worker(
     timeout: timedelta,
 ) -> None:
     rank = machine_rank * num_per_machine + local_rank
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cpu_threads_per_process(num_per_machine))
     dist.init_process_group(
         backend="gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
     )
