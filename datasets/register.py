@@ -31,6 +31,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from mdetr_d2.data import MDETR_DATASET_NAMES, dataset_root, register_mdetr_json
 from mdetr_d2.data.datasets.check import check_records, explain_error
 from mdetr_d2.evaluation import evaluation_inputs
+from mdetr_d2.structures import build_tokenizer, max_caption_tokens
 from mdetr_synthetic import default_synthetic_root, register_synthetic
 
 
@@ -57,8 +58,6 @@ def check_dataset(name: str, samples: int, tokenizer: str | None) -> tuple[str, 
         return "BROKEN", f"cannot load: {explain_error(e)}"
     tok = limit = None
     if tokenizer:
-        from mdetr_d2.modeling.text_encoder import build_tokenizer, max_caption_tokens
-
         tok, limit = build_tokenizer(tokenizer), max_caption_tokens(tokenizer)
     report = check_records(records, samples, tok, max_caption_tokens=limit)
     summary = f"{report.summary()}, evaluator {meta.evaluator_type!r}"

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mdetr_d2.data.dataset_mapper import CLEVR_ATTRIBUTES
+from mdetr_d2.structures import CLEVR_ATTRIBUTES
 from mdetr_d2.data.datasets import layout
 from mdetr_d2.data.datasets.mdetr_json import CLEVR_IMAGE_HW
 from mdetr_d2.data.datasets.register_refexp import REFEXP_SPLITS

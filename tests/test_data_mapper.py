@@ -13,6 +13,7 @@ from PIL import Image
 
 import mdetr_d2.data as D
 from mdetr_d2.config import add_mdetr_config
+from mdetr_d2.structures import create_positive_map, encode_clevr_answer, tensor_to_spans
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_eval_output_format(tmp_path, tok_dir):
     torch.testing.assert_close(inst.gt_boxes.tensor[1], torch.tensor([50.0, 30, 70, 50]) * scale)
     assert inst.gt_positive_map.shape == (3, 256) and inst.gt_positive_map.dtype == torch.float32
     assert inst.gt_classes.tolist() == [1, 5, 7] and inst.gt_isfinal.tolist() == [1.0, 0.0, 0.0]
-    assert D.tensor_to_spans(inst.gt_tokens_positive) == [
+    assert tensor_to_spans(inst.gt_tokens_positive) == [
         [[0, 7]],
         [[15, 19], [24, 33]],
         [[24, 33]],
@@ -111,7 +112,7 @@ def test_crop_filters_every_field_in_sync(tmp_path, tok_dir):
     torch.testing.assert_close(
         inst.gt_boxes.tensor, torch.tensor([[20.0, 30, 40, 50], [30, 5, 40, 15]])
     )
-    assert D.tensor_to_spans(inst.gt_tokens_positive) == [[[15, 19], [24, 33]], [[24, 33]]]
+    assert tensor_to_spans(inst.gt_tokens_positive) == [[[15, 19], [24, 33]], [[24, 33]]]
     assert inst.gt_classes.tolist() == [5, 7] and inst.gt_isfinal.tolist() == [0.0, 0.0]
     full = D.MDETRDatasetMapper(False, augmentations=[], tokenizer_name=tok_dir)(rec)["instances"]
     assert torch.equal(inst.gt_positive_map, full.gt_positive_map[1:])
@@ -151,11 +152,11 @@ def test_text_aware_flip(tmp_path, tok_dir):
     out = mapper(rec)
     assert out["caption"] == "the cat on the right and a red dog"
     inst = out["instances"]
-    assert D.tensor_to_spans(inst.gt_tokens_positive)[1] == [[15, 20], [25, 34]]
+    assert tensor_to_spans(inst.gt_tokens_positive)[1] == [[15, 20], [25, 34]]
     assert out["caption"][25:34] == "a red dog"
     torch.testing.assert_close(inst.gt_boxes.tensor[0], torch.tensor([68.0, 2, 78, 12]))
     tok = mapper.tokenizer(out["caption"])
-    expected = D.create_positive_map(tok, D.tensor_to_spans(inst.gt_tokens_positive))
+    expected = create_positive_map(tok, tensor_to_spans(inst.gt_tokens_positive))
     assert torch.equal(inst.gt_positive_map, expected)
 
 
@@ -184,7 +185,7 @@ def test_clevr_answers_and_isfinal_match_official(official_fixtures, tok_dir):
         assert torch.equal(out["instances"].gt_isfinal, target["isfinal"])
         assert torch.equal(out["instances"].gt_positive_map, (target["positive_map"] > 0).float())
     with pytest.raises(ValueError, match="CLEVR answer"):
-        D.encode_clevr_answer("maybe")
+        encode_clevr_answer("maybe")
 
 
 def test_missing_image_and_captionless_records(tmp_path, tok_dir):
@@ -249,7 +250,7 @@ def test_image_already_at_eval_size_is_left_as_is(tmp_path, tok_dir):
     out = mapper(rec)
     assert out["image"].shape == (3, 80, 100)
     assert out["caption"] == rec["caption"]
-    assert D.tensor_to_spans(out["instances"].gt_tokens_positive)[0] == [[0, 7]]
+    assert tensor_to_spans(out["instances"].gt_tokens_positive)[0] == [[0, 7]]
 
 
 def test_qa_answer_reaches_the_evaluators(tmp_path, tok_dir):

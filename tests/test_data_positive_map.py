@@ -5,14 +5,13 @@ import logging
 import pytest
 import torch
 
-from mdetr_d2.data import (
-    MDETRDatasetMapper,
+from mdetr_d2.data import MDETRDatasetMapper, load_mdetr_json
+from mdetr_d2.structures import (
+    build_tokenizer,
     create_positive_map,
     create_positive_map_from_caption,
-    load_mdetr_json,
     span_to_token_range,
 )
-from mdetr_d2.modeling.text_encoder import build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +87,7 @@ def test_span_past_255_tokens_warns_with_caption(tokenizer, caplog):
     tok = tokenizer(caption)
     assert len(tok["input_ids"]) > 256
     begin = caption.rindex("the dog")
-    with caplog.at_level(logging.WARNING, logger="mdetr_d2.data.positive_map"):
+    with caplog.at_level(logging.WARNING, logger="mdetr_d2.structures.positive_map"):
         pm = create_positive_map(tok, [[[0, 5]], [[begin, begin + 7]]], caption=caption)
     assert pm.shape == (2, 256)
     assert pm[1].sum() == 0 and pm[:, 255].sum() == 0  # never the "no object" slot

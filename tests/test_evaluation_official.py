@@ -14,7 +14,7 @@ from mdetr_d2.evaluation import (
     PhraseCutGroundTruth,
     RefExpEvaluator,
 )
-from mdetr_d2.evaluation.common import load_mdetr_json
+from mdetr_d2.evaluation.refexp import refexp_ground_truth
 from mdetr_d2.evaluation.phrasecut import phrasecut_task_stats
 
 TOL = 1e-6
@@ -45,7 +45,7 @@ def test_refexp_matches_official(official_fixtures):
     d = official_fixtures / "evaluators" / "refexp"
     preds = torch.load(d / "refexp_predictions.pt", weights_only=True)["predictions"]
     official = json.loads((d / "refexp_metrics.json").read_text())["results_P@[1,5,10]"]
-    ev = RefExpEvaluator("fixture_refexp", ground_truth=load_mdetr_json(d / "refexp_gt.json"))
+    ev = RefExpEvaluator("fixture_refexp", ground_truth=refexp_ground_truth(d / "refexp_gt.json"))
     res = run(ev, *refexp_inputs_outputs(preds))["refexp"]
     for name, values in official.items():
         for k, v in zip((1, 5, 10), values):
@@ -58,7 +58,7 @@ def test_clevrref_matches_official(official_fixtures):
     d = official_fixtures / "evaluators" / "refexp"
     preds = torch.load(d / "clevrref_predictions.pt", weights_only=True)["predictions"]
     official = json.loads((d / "clevrref_metrics.json").read_text())["results_P@[1,5,10]"]["clevrref"]
-    ev = ClevrRefEvaluator("fixture_clevrref", ground_truth=load_mdetr_json(d / "clevrref_gt.json"))
+    ev = ClevrRefEvaluator("fixture_clevrref", ground_truth=refexp_ground_truth(d / "clevrref_gt.json"))
     res = run(ev, *refexp_inputs_outputs(preds))["clevrref"]
     assert [res[f"clevrref/P@{k}"] for k in (1, 5, 10)] == pytest.approx(official, abs=TOL)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from detectron2.engine import default_argument_parser
 
-from mdetr_d2.modeling.text_encoder import TextEncoderNotFound, build_tokenizer
+from mdetr_d2.structures import TextEncoderNotFound, build_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 NOT_A_MODEL = "mdetr-d2-tests/not-a-model"  # a hub id that is in no cache
@@ -39,7 +39,7 @@ def test_hub_unreachable_fails_without_the_hub_clients_retries(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in offline}
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"),
                PYTHONPATH=str(REPO))
-    code = ("from mdetr_d2.modeling.text_encoder import build_tokenizer; "
+    code = ("from mdetr_d2.structures import build_tokenizer; "
             f"build_tokenizer({NOT_A_MODEL!r})")
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode != 0

@@ -67,9 +67,27 @@ def _coefs(weight_dict):
     return {arg: float(weight_dict[key]) for key, arg in names.items() if key in weight_dict}
 
 
+class RecordingMatcher(HungarianMatcher):
+    """The Hungarian matcher, keeping the indices of every call."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = []
+
+    def forward(self, outputs, targets):
+        indices = super().forward(outputs, targets)
+        self.calls.append(indices)
+        return indices
+
+    def layers(self) -> dict:
+        """The indices of the latest criterion call by layer, named as in the official fixtures
+        (the criterion matches the final layer first, then the auxiliary layers in order)."""
+        return {("final" if i == 0 else f"aux_{i - 1}"): c for i, c in enumerate(self.calls)}
+
+
 def _build(case_name, weight_dict, official_fallback=True):
     return MDETRCriterion(
-        matcher=HungarianMatcher(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0),
+        matcher=RecordingMatcher(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0),
         official_contrastive_fallback=official_fallback,
         **CASE_SETTINGS[case_name],
         **_coefs(weight_dict),
@@ -100,9 +118,9 @@ def test_official_parity(load_case, tokenizer, case_name, variant):
     for key, value in ref["loss_dict"].items():
         torch.testing.assert_close(losses[key], value, rtol=1e-5, atol=0, msg=key)
 
-    assert set(criterion.last_indices) == set(ref["indices"])
+    assert set(criterion.matcher.layers()) == set(ref["indices"])
     for layer, ref_indices in ref["indices"].items():
-        _assert_indices_equal(criterion.last_indices[layer], ref_indices)
+        _assert_indices_equal(criterion.matcher.layers()[layer], ref_indices)
 
     # weight_dict: the official weights, minus keys the official criterion never returns.
     official = ref["weight_dict"]
@@ -136,7 +154,7 @@ def test_fallback_switch(load_case, tokenizer, case_name, variant):
         else:
             torch.testing.assert_close(losses[key], value, rtol=1e-5, atol=0, msg=key)
     for layer, ref_indices in ref["indices"].items():
-        _assert_indices_equal(criterion.last_indices[layer], ref_indices)
+        _assert_indices_equal(criterion.matcher.layers()[layer], ref_indices)
 
 
 @pytest.mark.parametrize("variant", ["main", "empty"])
@@ -294,11 +312,11 @@ def _random_batch(num_boxes, num_queries=6, num_tokens=7, seed=0, masks=False):
 def test_images_without_boxes(num_boxes):
     outputs, targets = _random_batch(num_boxes, masks=True)
     criterion = MDETRCriterion(
-        matcher=HungarianMatcher(), num_aux_layers=1, masks=True, predict_final=True
+        matcher=RecordingMatcher(), num_aux_layers=1, masks=True, predict_final=True
     )
     losses = criterion(outputs, targets)
     assert all(torch.isfinite(v).all() for v in losses.values())
-    for src, tgt in criterion.last_indices["final"][1:]:
+    for src, tgt in criterion.matcher.layers()["final"][1:]:
         assert len(src) == len(tgt) == 0
     if sum(num_boxes) == 0:
         for key in ("loss_bbox", "loss_giou", "loss_contrastive_align", "loss_mask", "loss_dice"):
@@ -396,6 +414,7 @@ def test_no_detection_trains_the_qa_heads_only():
     cfg.MODEL.MDETR.PREDICT_FINAL = True
     cfg.MODEL.MDETR.NO_DETECTION = True
     criterion = MDETRCriterion(cfg)
+    criterion.matcher = RecordingMatcher()
     assert set(criterion.weight_dict) == {
         "loss_answer_type", "loss_answer_binary", "loss_answer_attr", "loss_answer_reg"}
     g = torch.Generator().manual_seed(0)
@@ -410,7 +429,7 @@ def test_no_detection_trains_the_qa_heads_only():
                "answer_attr": torch.tensor([-100, -100]), "answer_reg": torch.tensor([-100, 3])}
     losses = criterion(outputs, targets, answers)
     assert all(k.startswith(("loss_answer_", "accuracy_answer_")) for k in losses), sorted(losses)
-    assert criterion.last_indices == {}
+    assert criterion.matcher.layers() == {}
     cfg.MODEL.MDETR.QA_HEAD = "none"
     with pytest.raises(ValueError, match="NO_DETECTION leaves no loss"):
         MDETRCriterion(cfg)

@@ -160,7 +160,7 @@ def test_checkpoint_layout_is_recognised(official_fixtures):
 
 
 def test_gqa_answers_as_strings_with_the_vocabulary(official_fixtures):
-    from mdetr_d2.modeling.meta_arch import load_qa_vocab
+    from mdetr_d2.structures.qa import load_qa_vocab
     from mdetr_d2.modeling.postprocessing import qa_answer
 
     case = _case(official_fixtures, "gqa_eb0")

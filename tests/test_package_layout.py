@@ -1,6 +1,9 @@
-"""The package's layering, read from the sources (no import): the config at the bottom, the
-synthetic example world beside the library and never imported by it."""
+"""The package's layering, read from the sources: the config and mdetr_d2.structures at the bottom;
+modeling, data and evaluation beside each other above them; the synthetic example world beside the
+library and never imported by it."""
 import ast
+import importlib
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,3 +45,76 @@ def test_config_is_the_bottom_layer():
     assert imports == [("detectron2.config", False)], imports
     assert not (LIBRARY / "data" / "config.py").exists()
     assert not (LIBRARY / "engine" / "config.py").exists()
+
+
+# The three middle layers: each may import the structures layer (and the config), never another.
+MIDDLE_LAYERS = ("modeling", "data", "evaluation")
+# (file, imported module) pairs allowed to break the rule: none left.
+KNOWN_CROSS_LAYER_IMPORTS: set[tuple[str, str]] = set()
+# What the structures layer may import besides the standard library and itself.
+STRUCTURES_DEPENDENCIES = {"torch", "transformers", "huggingface_hub", "detectron2"}
+# Function-local imports kept on purpose: optional or heavy dependencies of one code path.
+ALLOWED_LOCAL_IMPORTS = {
+    ("mdetr_d2/modeling/backbone.py", "timm"),  # only the EfficientNet backbones, ~0.7 s to import
+    ("mdetr_d2/evaluation/lvis_fixed_ap.py", "lvis"),  # optional: only the LVIS evaluation
+}
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "mdetr_d2" and len(parts) > 1 else None
+
+
+def test_modeling_data_and_evaluation_never_import_each_other():
+    """The middle layers share what they need through mdetr_d2.structures only: an import from one
+    of them into another (at the top or inside a function) fails here, naming the file."""
+    offenders = set()
+    for layer in MIDDLE_LAYERS:
+        for path in sorted((LIBRARY / layer).rglob("*.py")):
+            for name, _ in _imports(path):
+                target = _layer(name)
+                if target in MIDDLE_LAYERS and target != layer:
+                    offenders.add((str(path.relative_to(REPO)), name))
+    assert offenders == KNOWN_CROSS_LAYER_IMPORTS, sorted(offenders - KNOWN_CROSS_LAYER_IMPORTS)
+
+
+def test_structures_is_the_bottom_layer():
+    """mdetr_d2.structures imports only the standard library, torch, transformers (and its hub
+    client) and Detectron2: no other mdetr_d2 package."""
+    offenders = []
+    for path in sorted((LIBRARY / "structures").rglob("*.py")):
+        for name, _ in _imports(path):
+            top = name.split(".")[0]
+            inside = name.startswith("mdetr_d2.structures")
+            if not inside and top not in STRUCTURES_DEPENDENCIES | set(sys.stdlib_module_names):
+                offenders.append(f"{path.relative_to(REPO)}: {name}")
+    assert not offenders, offenders
+
+
+def test_no_function_local_imports_in_the_library():
+    """Imports sit at the top of their module (a loop between packages cannot hide in a function),
+    except the optional / single-use heavy dependencies listed with their reason."""
+    local = {(str(p.relative_to(REPO)), name.split(".")[0])
+             for p in sorted(LIBRARY.rglob("*.py")) for name, in_function in _imports(p) if in_function}
+    assert local == ALLOWED_LOCAL_IMPORTS, sorted(local ^ ALLOWED_LOCAL_IMPORTS)
+
+
+def test_shared_concepts_live_in_structures_only():
+    """No re-export shim: the shared names are defined in mdetr_d2.structures and the other
+    packages neither define nor re-export them."""
+    shared = ("build_tokenizer", "encode_caption", "max_caption_tokens", "create_positive_map",
+              "span_to_token_range", "spans_to_tensor", "tensor_to_spans", "tied_spans",
+              "encode_gqa_answer", "encode_clevr_answer", "load_qa_vocab", "GQA_ANSWER_TYPES",
+              "CLEVR_ATTRIBUTES", "CLEVR_ANSWER_TYPES", "MAX_TOKEN_SLOTS", "TextEncoderNotFound")
+    for layer in MIDDLE_LAYERS:
+        package = importlib.import_module(f"mdetr_d2.{layer}")
+        assert not [n for n in shared if hasattr(package, n)], layer
+    for path in sorted(LIBRARY.rglob("*.py")):
+        if path.parent.name == "structures":
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        defined = [n.name if not isinstance(n, ast.Assign) else n.targets[0].id
+                   for n in tree.body
+                   if isinstance(n, (ast.FunctionDef, ast.ClassDef))
+                   or (isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name))]
+        assert not set(defined) & set(shared), (path, set(defined) & set(shared))

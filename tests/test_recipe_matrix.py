@@ -35,7 +35,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from mdetr_d2.data import MDETR_DATASET_NAMES
-from mdetr_d2.data.dataset_mapper import CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
+from mdetr_d2.structures import CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"

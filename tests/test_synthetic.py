@@ -198,7 +198,7 @@ def test_text_blind_baseline_is_weak():
 
 
 def test_questions_are_consistent(dataset):
-    from mdetr_d2.data.dataset_mapper import GQA_ANSWER_TYPES
+    from mdetr_d2.structures import GQA_ANSWER_TYPES
 
     _, out = dataset
     answer2id, by_type = _load(out["qa_answer2id"]), _load(out["qa_answer2id_by_type"])

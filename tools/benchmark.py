@@ -134,8 +134,7 @@ def training_inputs(model, tokenizer, batch: int, h: int, w: int) -> list[dict]:
     """Mapper-like training dicts (``image`` CHW float 0-255 RGB, ``caption``, ``instances``)."""
     from detectron2.structures import Boxes, Instances
 
-    from mdetr_d2.data.dataset_mapper import spans_to_tensor
-    from mdetr_d2.data.positive_map import create_positive_map
+    from mdetr_d2.structures import create_positive_map, spans_to_tensor
 
     out = []
     for i in range(batch):

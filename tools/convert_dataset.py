@@ -23,6 +23,7 @@ from mdetr_d2.data.converters import (
     convert_mdetr_to_odvg,
     convert_odvg_to_mdetr,
 )
+from mdetr_d2.structures import build_tokenizer
 
 logger = logging.getLogger("mdetr_d2.convert_dataset")
 
@@ -81,8 +82,6 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     tokenizer = None
     if args.tokenizer:
-        from mdetr_d2.modeling.text_encoder import build_tokenizer
-
         tokenizer = build_tokenizer(args.tokenizer)
     common = {"image_root": args.image_root, "tokenizer": tokenizer, "samples": args.samples}
     if args.command == "coco2mdetr":

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -15,34 +14,24 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import (
-    BitMasks,
-    Boxes,
-    BoxMode,
-    Instances,
-    PolygonMasks,
-    polygons_to_bitmask,
-)
+from detectron2.structures import BitMasks, BoxMode, PolygonMasks, polygons_to_bitmask
 from detectron2.utils.logger import log_first_n
+from pycocotools import mask as mask_util
 
-from ..modeling.heads import CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
-from .positive_map import create_positive_map
+from ..structures.positive_map import create_positive_map
+from ..structures.qa import answer_family, encode_clevr_answer, encode_gqa_answer, read_answer2id
+from ..structures.spans import spans_to_tensor
+from ..structures.tokenizer import (
+    MAX_TOKEN_SLOTS,
+    build_tokenizer,
+    encode_caption,
+    max_caption_tokens,
+)
 from .transforms import CaptionHFlipTransform, build_augmentation_from_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "BadRecordError",
-    "MDETRDatasetMapper",
-    "describe_record",
-    "encode_caption",
-    "spans_to_tensor",
-    "tensor_to_spans",
-    "encode_gqa_answer",
-    "encode_clevr_answer",
-    "CLEVR_ATTRIBUTES",
-    "GQA_ANSWER_TYPES",
-]
+__all__ = ["BadRecordError", "MDETRDatasetMapper", "describe_record"]
 
 # Image-level fields copied to the output when present: the evaluators need the ids, and the QA
 # evaluators the ground-truth answer string (its encoded form is in ``answers``).
@@ -56,9 +45,6 @@ _PASSTHROUGH_KEYS = (
     "question_type",
     "answer",
 )
-
-# QA target conventions (reference §1.15, §5.6, §5.7).
-IGNORE_INDEX = -100  # PyTorch's cross-entropy default: "no target of this type"
 
 
 class BadRecordError(ValueError):
@@ -88,95 +74,6 @@ def _reading(d: dict, field: str) -> Iterator[None]:
         ) from e
 
 
-def encode_caption(tokenizer, caption: Any, max_tokens: int | None):
-    """Tokenize one caption (no padding, no truncation), refusing what the text encoder cannot take.
-
-    Raises:
-        ValueError: not a non-empty string, text the tokenizer cannot encode (e.g. a lone
-            surrogate), or more than ``max_tokens`` tokens.
-    """
-    if not isinstance(caption, str) or not caption.strip():
-        raise ValueError(f"expected a non-empty string, got {caption!r}")
-    try:
-        tokenized = tokenizer(caption)
-    except Exception as e:  # the Rust tokenizer raises TypeError/ValueError/... on unencodable text
-        raise ValueError(f"the tokenizer cannot encode it ({type(e).__name__}: {e})") from None
-    length = len(tokenized["input_ids"])
-    if max_tokens is not None and length > max_tokens:
-        raise ValueError(
-            f"{length} tokens, more than the {max_tokens} the text encoder accepts"
-        )
-    return tokenized
-
-
-def spans_to_tensor(span_groups: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
-    """Per-box span lists -> ``n x S x 2`` int64 tensor padded with -1 (S = most spans of one box).
-
-    A tensor survives ``Instances`` indexing (box filtering) and shared-memory transfer unchanged.
-    """
-    n = len(span_groups)
-    width = max((len(g) for g in span_groups), default=0)
-    out = torch.full((n, max(width, 1), 2), -1, dtype=torch.int64)
-    for i, group in enumerate(span_groups):
-        if group:
-            out[i, : len(group)] = torch.as_tensor(
-                [[int(b), int(e)] for b, e in group], dtype=torch.int64
-            )
-    return out
-
-
-def tensor_to_spans(spans: torch.Tensor) -> list[list[list[int]]]:
-    """Inverse of :func:`spans_to_tensor`: per box, the list of ``[begin, end)`` spans."""
-    return [[[int(b), int(e)] for b, e in row.tolist() if b >= 0] for row in spans]
-
-
-def encode_clevr_answer(answer: str) -> dict[str, torch.Tensor]:
-    """CLEVR QA targets: yes/no -> type 0 (binary), one of 15 attributes -> type 1, else number (type 2)."""
-    answer = str(answer).strip().lower()
-    answer_type, binary, attr, reg = 2, 0.0, IGNORE_INDEX, IGNORE_INDEX
-    if answer in ("yes", "no"):
-        answer_type, binary = 0, float(answer == "yes")
-    elif answer in CLEVR_ATTRIBUTES:
-        answer_type, attr = 1, CLEVR_ATTRIBUTES.index(answer)
-    else:
-        try:
-            reg = int(answer)
-        except ValueError:
-            raise ValueError(
-                f"CLEVR answer {answer!r} is neither yes/no, an attribute nor a number"
-            ) from None
-    return {
-        "answer_type": torch.tensor(answer_type, dtype=torch.int64),
-        "answer_binary": torch.tensor(binary, dtype=torch.float32),
-        "answer_attr": torch.tensor(attr, dtype=torch.int64),
-        "answer_reg": torch.tensor(reg, dtype=torch.int64),
-    }
-
-
-def encode_gqa_answer(
-    answer: str, question_type: str, answer2id: dict | None, answer2id_by_type: dict | None
-) -> dict[str, torch.Tensor]:
-    """GQA QA targets: ``answer`` (global vocab), ``answer_type`` and per-type ``answer_{type}``.
-
-    Out-of-vocabulary answers map to "unknown"; the per-type target is -100 unless the question is of
-    that type (reference §5.6, §9.2.24).
-    """
-    out = {}
-    if answer2id is not None:
-        out["answer"] = torch.tensor(answer2id.get(answer, answer2id["unknown"]), dtype=torch.int64)
-    if answer2id_by_type is not None:
-        if question_type not in GQA_ANSWER_TYPES:
-            raise ValueError(f"GQA question_type {question_type!r} not in {GQA_ANSWER_TYPES}")
-        out["answer_type"] = torch.tensor(GQA_ANSWER_TYPES.index(question_type), dtype=torch.int64)
-        for t in GQA_ANSWER_TYPES:
-            value = IGNORE_INDEX
-            if t == question_type:
-                vocab = answer2id_by_type[f"answer_{t}"]
-                value = vocab.get(answer, vocab["unknown"])
-            out[f"answer_{t}"] = torch.tensor(value, dtype=torch.int64)
-    return out
-
-
 def _annotation_boxes_xyxy(annotations: list[dict]) -> np.ndarray:
     if not annotations:
         return np.zeros((0, 4), dtype=np.float64)
@@ -203,8 +100,6 @@ def _rasterize(segm: Any, h: int, w: int) -> np.ndarray:
     if not segm:
         return np.zeros((h, w), dtype=np.uint8)
     if isinstance(segm, dict):
-        from pycocotools import mask as mask_util
-
         if isinstance(segm.get("counts"), list):
             segm = mask_util.frPyObjects(segm, h, w)
         return mask_util.decode(segm).astype(np.uint8)
@@ -229,7 +124,8 @@ class MDETRDatasetMapper:
       augmented image size with ``gt_boxes`` (``Boxes``, XYXY absolute), ``gt_classes`` (category ids,
       unused by MDETR's losses), and, for records with a caption, ``gt_positive_map``
       (``n x MAX_TOKEN_SLOTS`` float 0/1) and ``gt_tokens_positive`` (``n x S x 2`` int64 ``[begin,
-      end)`` spans padded with -1, see :func:`tensor_to_spans`), plus ``gt_isfinal`` (float, CLEVR-Ref+)
+      end)`` spans padded with -1, see :func:`mdetr_d2.structures.tensor_to_spans`), plus
+      ``gt_isfinal`` (float, CLEVR-Ref+)
       and ``gt_masks`` (``BitMasks``/``PolygonMasks``, when masks are on). Fields stay aligned with the
       boxes under any ``Instances`` indexing;
     * ``positive_map_eval``: ``n_phrases x MAX_TOKEN_SLOTS`` bool (records with ``tokens_positive_eval``);
@@ -247,7 +143,7 @@ class MDETRDatasetMapper:
         augmentations: list,
         image_format: str = "RGB",
         tokenizer_name: str | None = None,
-        max_token_slots: int = 256,
+        max_token_slots: int = MAX_TOKEN_SLOTS,
         use_masks: bool = False,
         mask_format: str = "bitmask",
         qa_kind: str | None = None,
@@ -264,7 +160,8 @@ class MDETRDatasetMapper:
             max_token_slots: width of the positive maps (256).
             use_masks: produce ``gt_masks``.
             mask_format: "bitmask" or "polygon".
-            qa_kind: None, "gqa" or "clevr": encode the record's ``answer`` into ``answers``.
+            qa_kind: None, "gqa" or "clevr": the answers to encode from the records' ``answer``
+                into ``answers`` (:func:`mdetr_d2.structures.qa.answer_family` of the QA head).
             gqa_answer_vocab: path of ``gqa_answer2id.json`` (or its folder).
             gqa_answer_vocab_by_type: path of ``gqa_answer2id_by_type.json`` (default: next to the former).
         """
@@ -295,10 +192,7 @@ class MDETRDatasetMapper:
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
         m = cfg.MODEL.MDETR
-        qa_head = m.QA_HEAD
-        qa_kind = (
-            None if qa_head in ("", "none") else ("clevr" if qa_head.startswith("clevr") else "gqa")
-        )
+        qa_kind = answer_family(m.QA_HEAD)
         vocab = by_type = None
         if qa_kind == "gqa":
             for name in cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST:
@@ -324,8 +218,6 @@ class MDETRDatasetMapper:
     # Built lazily so that pickling the mapper to data-loader workers only sends the name.
     @property
     def tokenizer(self):
-        from mdetr_d2.modeling.text_encoder import build_tokenizer
-
         if not self.tokenizer_name:
             raise ValueError("MDETRDatasetMapper needs tokenizer_name to build positive maps")
         return build_tokenizer(self.tokenizer_name)
@@ -333,8 +225,6 @@ class MDETRDatasetMapper:
     @property
     def max_caption_tokens(self) -> int | None:
         """Most tokens a caption may have for the text encoder ``tokenizer_name`` names."""
-        from mdetr_d2.modeling.text_encoder import max_caption_tokens
-
         return max_caption_tokens(self.tokenizer_name)
 
     def _read_image(self, d: dict) -> np.ndarray:
@@ -362,8 +252,7 @@ class MDETRDatasetMapper:
             vocabs = []
             for path in (self.gqa_answer_vocab, self.gqa_answer_vocab_by_type):
                 if path and os.path.isfile(path):
-                    with open(path) as f:
-                        vocabs.append(json.load(f))
+                    vocabs.append(read_answer2id(path))
                 else:
                     vocabs.append(None)
             if vocabs == [None, None]:
@@ -407,6 +296,8 @@ class MDETRDatasetMapper:
 
         annotations = d.pop("annotations", None)
         anns = [a for a in annotations or () if a.get("iscrowd", 0) == 0]
+        # Official order (§5.2, §6.1): boxes are clamped to the image and empty ones dropped before
+        # augmenting (RandomSizeCrop keeps the boxes it is given), and again after.
         boxes, keep = _clip_and_keep(_annotation_boxes_xyxy(anns), h0, w0)
         anns = [a for a, k in zip(anns, keep) if k]
         boxes = boxes[keep]
@@ -415,9 +306,6 @@ class MDETRDatasetMapper:
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         h, w = image.shape[:2]
-        boxes, keep = _clip_and_keep(
-            np.asarray(aug_input.boxes, dtype=np.float64).reshape(-1, 4), h, w
-        )
 
         spans = [a.get("tokens_positive", []) for a in anns]
         eval_spans = d.get("tokens_positive_eval")
@@ -453,11 +341,14 @@ class MDETRDatasetMapper:
                 tokenized = encode_caption(tokenizer, caption, self.max_caption_tokens)
 
         if annotations is not None:
-            instances = Instances((h, w))
-            instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
-            instances.gt_classes = torch.as_tensor(
-                [int(a.get("category_id", 1)) for a in anns], dtype=torch.int64
-            )
+            # Boxes transformed and clamped to the augmented image, with their classes.
+            boxes_after = [
+                utils.transform_instance_annotations(
+                    {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS,
+                     "category_id": a.get("category_id", 1)}, transforms, (h, w))
+                for a, box in zip(anns, boxes)
+            ]
+            instances = utils.annotations_to_instances(boxes_after, (h, w))
             if caption is not None:
                 # Computed on the final caption: identical to the official "before augmentation" map
                 # unless the text-aware flip rewrote the caption (then the spans were re-derived).
@@ -475,7 +366,9 @@ class MDETRDatasetMapper:
             if self.use_masks:
                 with _reading(d, "segmentation"):
                     instances.gt_masks = self._masks(anns, transforms, h0, w0, h, w)
-            out["instances"] = instances[torch.from_numpy(keep)] if len(keep) else instances
+            # Boxes a crop emptied go, with every field (masks are not a reason to drop a box).
+            out["instances"] = utils.filter_empty_instances(instances, by_mask=False,
+                                                            box_threshold=0)
 
         if eval_spans is not None:
             with _reading(d, "tokens_positive_eval"):

@@ -15,7 +15,9 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 
 from mdetr_d2.checkpoint import MDETRCheckpointer
+from mdetr_d2.data import MDETRDatasetMapper
 from mdetr_d2.data.train_stream import TrainDataStream, build_train_stream, load_train_set
+from mdetr_d2.evaluation import build_mdetr_evaluators
 
 from .ema import EMAHook, ModelEMA, unwrap_model
 from .epochs import resolve_epoch_schedule
@@ -172,9 +174,7 @@ class MDETRTrainer(DefaultTrainer):
 
     @classmethod
     def build_mapper(cls, cfg: CfgNode, is_train: bool):
-        """The mapper of both loaders (imported on use: the engine does not need the data code)."""
-        from mdetr_d2.data import MDETRDatasetMapper
-
+        """The mapper of both loaders."""
         return MDETRDatasetMapper(cfg, is_train)
 
     @classmethod
@@ -213,8 +213,6 @@ class MDETRTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
-        from mdetr_d2.evaluation import build_mdetr_evaluators
-
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return build_mdetr_evaluators(cfg, dataset_name, output_folder)

@@ -5,13 +5,15 @@ import logging
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-import pycocotools.mask as mask_util
+import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.structures import Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .common import gather_dicts_to_main, log_table, to_numpy
+from .common import gather_dicts_to_main, log_table
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,6 @@ class ClassAgnosticCOCOEvaluator(DatasetEvaluator):
 
     def __init__(self, dataset_name: str, json_file: Optional[str] = None, *, use_masks: bool = False):
         if json_file is None:
-            from detectron2.data import MetadataCatalog
-
             json_file = MetadataCatalog.get(dataset_name).json_file
         self._dataset_name = dataset_name
         with contextlib.redirect_stdout(io.StringIO()):
@@ -68,7 +68,7 @@ class ClassAgnosticCOCOEvaluator(DatasetEvaluator):
         # (A json without "categories", e.g. a CLEVR question file, has no boxes to score either.)
         cat_ids = sorted(self._coco.getCatIds()) if "categories" in self._coco.dataset else []
         self._det_category = cat_ids[0] if cat_ids else 1
-        self._preds: Dict[int, Dict] = {}
+        self._preds: Dict[int, List[Dict]] = {}  # datapoint id -> its COCO-format detections
 
     @property
     def has_annotations(self) -> bool:
@@ -83,19 +83,14 @@ class ClassAgnosticCOCOEvaluator(DatasetEvaluator):
             img_id = inp["image_id"]
             if img_id not in self._coco.imgs:
                 raise KeyError(f"{self._dataset_name}: datapoint {img_id} is not in the ground-truth json")
-            inst = out["instances"]
-            boxes = to_numpy(inst.pred_boxes, np.float64).reshape(-1, 4).copy()
-            boxes[:, 2:] -= boxes[:, :2]
-            rec = {"boxes": boxes.astype(np.float32), "scores": to_numpy(inst.scores, np.float32).reshape(-1)}
+            inst = out["instances"].to("cpu")
+            # Label-free: every detection gets the one category (see __init__).
+            detections = Instances(inst.image_size, pred_boxes=inst.pred_boxes, scores=inst.scores,
+                                   pred_classes=torch.full((len(inst),), self._det_category))
             if self._use_masks and inst.has("pred_masks"):
-                masks = to_numpy(inst.pred_masks, bool)
-                if masks.ndim == 4:
-                    masks = masks[:, 0]
-                rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-                for r in rles:
-                    r["counts"] = r["counts"].decode("ascii")
-                rec["rles"] = rles
-            self._preds[img_id] = rec
+                masks = inst.pred_masks
+                detections.pred_masks = masks[:, 0] if torch.is_tensor(masks) and masks.dim() == 4 else masks
+            self._preds[img_id] = instances_to_coco_json(detections, img_id)
 
     def evaluate(self):
         preds = gather_dicts_to_main(self._preds)
@@ -103,22 +98,20 @@ class ClassAgnosticCOCOEvaluator(DatasetEvaluator):
             return {}
         return self.compute(preds)
 
-    def compute(self, preds: Dict[int, Dict]):
+    def compute(self, preds: Dict[int, List[Dict]]):
         missing = [i for i in self._coco.getImgIds() if i not in preds]
         if missing:
             raise RuntimeError(
                 f"{self._dataset_name}: no prediction for {len(missing)} datapoint(s), e.g. image_id {missing[:10]}"
             )
         results = OrderedDict()
-        iou_types = ["bbox"] + (["segm"] if any("rles" in p for p in preds.values()) else [])
-        for iou_type in iou_types:
-            dets = []
-            for img_id, p in preds.items():
-                for q, (box, score) in enumerate(zip(p["boxes"].tolist(), p["scores"].tolist())):
-                    d = {"image_id": img_id, "category_id": self._det_category, "bbox": box, "score": score}
-                    if iou_type == "segm":
-                        d["segmentation"] = p["rles"][q]
-                    dets.append(d)
+        detections = [d for p in preds.values() for d in p]
+        with_masks = any("segmentation" in d for d in detections)
+        for iou_type in ["bbox"] + (["segm"] if with_masks else []):
+            # Mask AP without the boxes: pycocotools would take a detection's area from its box
+            # (as Detectron2's COCOEvaluator, and the official evaluator which writes no box).
+            key = "segmentation" if iou_type == "bbox" else "bbox"
+            dets = [{k: v for k, v in d.items() if k != key} for d in detections]
             stats = class_agnostic_coco_eval(self._coco, dets, list(preds.keys()), iou_type)
             if stats is None:
                 logger.warning("%s: no detections, %s AP not computed", self._dataset_name, iou_type)

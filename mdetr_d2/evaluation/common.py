@@ -1,13 +1,12 @@
-"""Helpers shared by the MDETR evaluators: gathering to rank 0, box maths, ground-truth json, tables."""
-import json
+"""Helpers shared by the MDETR evaluators: gathering to rank 0, arrays, ranks and tables."""
 import logging
-from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
+from tabulate import tabulate
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +27,6 @@ def gather_dicts_to_main(local: Mapping) -> Optional[Dict]:
     return merged
 
 
-def gather_lists_to_main(local: Sequence) -> Optional[List]:
-    """Gather one list per rank on rank 0 and concatenate them (``None`` on the other ranks)."""
-    comm.synchronize()
-    parts = comm.gather(list(local), dst=0)
-    if not comm.is_main_process():
-        return None
-    return [x for part in parts for x in part]
-
-
 def to_numpy(x: Any, dtype=None) -> np.ndarray:
     """Tensor / Boxes / list → numpy array on the CPU."""
     if hasattr(x, "tensor") and not isinstance(x, torch.Tensor):  # detectron2 Boxes
@@ -44,21 +34,6 @@ def to_numpy(x: Any, dtype=None) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=dtype)
-
-
-def box_iou_np(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """Plain IoU (continuous coordinates, no +1) between xyxy boxes: ``(N, M)`` float64."""
-    b1 = np.asarray(boxes1, dtype=np.float64).reshape(-1, 4)
-    b2 = np.asarray(boxes2, dtype=np.float64).reshape(-1, 4)
-    area1 = (b1[:, 2] - b1[:, 0]) * (b1[:, 3] - b1[:, 1])
-    area2 = (b2[:, 2] - b2[:, 0]) * (b2[:, 3] - b2[:, 1])
-    lt = np.maximum(b1[:, None, :2], b2[None, :, :2])
-    rb = np.minimum(b1[:, None, 2:], b2[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inter / union
 
 
 def first_hit_rank(hits: Sequence[bool]) -> int:
@@ -76,24 +51,6 @@ def recall_at(first_hits: Iterable[int], k: int) -> float:
     return sum(ok) / len(ok)
 
 
-def load_mdetr_json(json_file: str) -> Dict[int, Dict[str, Any]]:
-    """Read an MDETR COCO-format json into ``{datapoint id: {"image": entry, "annotations": [...]}}``.
-
-    Every annotation is kept (crowd ones too): the official evaluators read the file through pycocotools'
-    ``COCO``, whose ``getAnnIds(imgIds=...)`` does not filter crowds.
-    """
-    with open(json_file) as f:
-        data = json.load(f)
-    out: Dict[int, Dict[str, Any]] = OrderedDict()
-    for img in data["images"]:
-        out[img["id"]] = {"image": img, "annotations": []}
-    for ann in data.get("annotations", []):
-        if ann["image_id"] not in out:
-            raise ValueError(f"{json_file}: annotation {ann.get('id')} refers to unknown image {ann['image_id']}")
-        out[ann["image_id"]]["annotations"].append(ann)
-    return out
-
-
 def log_table(title: str, results: Mapping[str, float]) -> None:
     """Log a one-row table of metrics (Detectron2's small table)."""
     if results:
@@ -102,8 +59,6 @@ def log_table(title: str, results: Mapping[str, float]) -> None:
 
 def log_grid(title: str, rows: Mapping[str, Mapping[str, float]], row_header: str = "") -> None:
     """Log a 2-D table: one row per key of ``rows``, one column per metric."""
-    from tabulate import tabulate
-
     if not rows:
         return
     columns: List[str] = []

@@ -13,9 +13,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from torchvision.ops import box_iou
 
-from .common import box_iou_np, first_hit_rank, gather_dicts_to_main, log_grid, to_numpy
+from .common import first_hit_rank, gather_dicts_to_main, log_grid, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -204,13 +206,14 @@ def flickr_phrase_first_hits(
     """For each protocol, the rank of the first box with IoU ≥ thresh with a GT box of each phrase."""
     out: Dict[str, List[int]] = {p: [] for p in PROTOCOLS}
     for boxes, ph in zip(ranked_boxes, gt_phrases):
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        # Plain IoU, continuous coordinates (no +1), in float64 like the official numpy code.
+        boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
         for proto in PROTOCOLS:
             if len(boxes) == 0:
                 out[proto].append(-1)
                 continue
-            ious = box_iou_np(boxes, ph.boxes[proto])
-            out[proto].append(first_hit_rank((ious.max(axis=1) >= iou_thresh).tolist()))
+            ious = box_iou(boxes, torch.from_numpy(ph.boxes[proto]))
+            out[proto].append(first_hit_rank((ious.max(dim=1).values >= iou_thresh).tolist()))
     return out
 
 
@@ -280,8 +283,6 @@ class FlickrEvaluator(DatasetEvaluator):
             ValueError: a value is neither given nor in the metadata (never guessed from the name: a
                 wrong guess would score with the wrong protocol without a word).
         """
-        from detectron2.data import MetadataCatalog
-
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
 

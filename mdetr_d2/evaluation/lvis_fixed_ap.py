@@ -8,7 +8,9 @@ from collections import OrderedDict
 from typing import Dict, List, Optional
 
 import numpy as np
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, LVISEvaluator
+from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from .common import log_table, to_numpy
@@ -94,8 +96,7 @@ class LVISFixedAPEvaluator(DatasetEvaluator):
     """
 
     def __init__(self, dataset_name: str, lvis_json: Optional[str] = None, *, topk: int = 10000):
-        from detectron2.data import MetadataCatalog
-        from lvis import LVIS
+        from lvis import LVIS  # optional: only the LVIS evaluation needs it (not in requirements)
 
         meta = MetadataCatalog.get(dataset_name)
         if lvis_json is None:
@@ -126,8 +127,8 @@ class LVISFixedAPEvaluator(DatasetEvaluator):
             inst = out.get("all_instances", out["instances"])
             if len(inst) == 0:
                 continue
-            boxes = to_numpy(inst.pred_boxes, np.float64).reshape(-1, 4).copy()
-            boxes[:, 2:] -= boxes[:, :2]
+            boxes = BoxMode.convert(to_numpy(inst.pred_boxes, np.float64).reshape(-1, 4),
+                                    BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
             scores = to_numpy(inst.scores, np.float64).reshape(-1, 1)
             rows = np.concatenate([np.full((len(boxes), 1), img_id, np.float64), scores, boxes], axis=1)
             self._buffer.add(self._lvis_category_ids(to_numpy(inst.pred_classes, np.int64)), rows)
@@ -161,7 +162,7 @@ class LVISFixedAPEvaluator(DatasetEvaluator):
         return self.compute(merged, seen)
 
     def compute(self, buffer: PerCategoryTopK, seen: set):
-        from lvis import LVISEval, LVISResults
+        from lvis import LVISEval, LVISResults  # optional, as in __init__
 
         missing = [i for i in self._lvis.get_img_ids() if i not in seen]
         if missing:

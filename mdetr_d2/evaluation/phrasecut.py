@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from PIL import Image, ImageDraw
 
@@ -103,8 +105,8 @@ def phrasecut_prediction(instances, score_thresh: float = 0.7) -> Tuple[List[Lis
     """PhraseCut post-processing (reference §4.4): keep queries with score > thresh; boxes as xywh; mask = the
     union of the kept queries' masks (all False when none is kept; None when the model has no masks)."""
     keep = instances.scores > score_thresh
-    boxes = instances.pred_boxes.tensor[keep].detach().float().cpu().reshape(-1, 4).clone()
-    boxes[:, 2:] -= boxes[:, :2]
+    boxes = instances.pred_boxes.tensor[keep].detach().float().cpu().reshape(-1, 4)
+    boxes = BoxMode.convert(boxes, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
     mask = None
     if instances.has("pred_masks"):
         masks = instances.pred_masks
@@ -261,8 +263,6 @@ class PhraseCutEvaluator(DatasetEvaluator):
         """
         self._dataset_name = dataset_name
         if ground_truth is None:
-            from detectron2.data import MetadataCatalog
-
             meta = MetadataCatalog.get(dataset_name)
             ann_dir = ann_dir or getattr(meta, "phrasecut_orig_dir", None)
             if ann_dir is None:

@@ -6,23 +6,17 @@ import os
 from collections import OrderedDict
 from typing import Dict, Optional
 
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_first_n
 
-from ..modeling.heads import CLEVR_ATTRIBUTES
+from ..structures.qa import clevr_answer_type, load_qa_vocab
 from .common import gather_dicts_to_main, log_table
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GQAEvaluator", "CLEVREvaluator", "clevr_answer_type"]
-
-
-def clevr_answer_type(answer: str) -> str:
-    """CLEVR answer type of a ground-truth answer: ``binary``, ``attribute`` or ``number``."""
-    if answer in ("yes", "no"):
-        return "binary"
-    return "attribute" if answer in CLEVR_ATTRIBUTES else "number"
+__all__ = ["GQAEvaluator", "CLEVREvaluator"]
 
 
 class _QAEvaluator(DatasetEvaluator):
@@ -89,10 +83,6 @@ class _QAEvaluator(DatasetEvaluator):
         return OrderedDict([(self.task_name, res)])
 
 
-def _invert(answer2id: Dict[str, int]) -> Dict[int, str]:
-    return {int(i): answer for answer, i in answer2id.items()}
-
-
 class GQAEvaluator(_QAEvaluator):
     """GQA accuracy (overall, ``accuracy_answer_type`` and per semantic type obj/attr/rel/global/cat from the
     input's ``question_type``) and the submission file ``<output_dir>/<dataset>_gqa_predictions.json``
@@ -109,8 +99,6 @@ class GQAEvaluator(_QAEvaluator):
 
     def __init__(self, dataset_name: str, output_dir: Optional[str] = None):
         super().__init__(dataset_name, output_dir)
-        from detectron2.data import MetadataCatalog
-
         meta = MetadataCatalog.get(dataset_name)
         self._vocab_files = {
             "by_type": getattr(meta, "gqa_answer_vocab_by_type", None),
@@ -128,12 +116,7 @@ class GQAEvaluator(_QAEvaluator):
                     f"metadata {key!r} to read them with; register the dataset with it (the "
                     "gqa_answer2id*.json files) or set MODEL.MDETR.QA_VOCAB"
                 )
-            with PathManager.open(path) as f:
-                raw = json.load(f)
-            if which == "all":
-                self._vocabs[which] = _invert(raw)
-            else:
-                self._vocabs[which] = {t.removeprefix("answer_"): _invert(v) for t, v in raw.items()}
+            self._vocabs[which] = load_qa_vocab(path, "gqa_single" if which == "all" else "gqa")
         return self._vocabs[which]
 
     def _answer_text(self, qa: Dict) -> str:
@@ -141,7 +124,10 @@ class GQAEvaluator(_QAEvaluator):
         if isinstance(answer, str):
             return answer
         answer_type = qa.get("answer_type")
-        vocab = self._vocab("all") if answer_type in (None, "all") else self._vocab("by_type")[answer_type]
+        if answer_type in (None, "all"):
+            vocab = self._vocab("all")["all"]
+        else:
+            vocab = self._vocab("by_type")[answer_type]
         if int(answer) not in vocab:
             # The heads keep the official GQA sizes; a smaller vocabulary leaves ids without answer.
             log_first_n(

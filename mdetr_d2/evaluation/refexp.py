@@ -1,19 +1,47 @@
 """Referring-expression precision@k (RefCOCO/+/g) and its CLEVR-Ref+ variant (reference §7.2, §7.3)."""
+import contextlib
 import copy
+import io
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
+from pycocotools.coco import COCO
 from torchvision.ops import box_iou, generalized_box_iou
 
-from .common import first_hit_rank, gather_dicts_to_main, load_mdetr_json, log_grid, recall_at, to_numpy
+from .common import first_hit_rank, gather_dicts_to_main, log_grid, recall_at, to_numpy
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RefExpEvaluator", "ClevrRefEvaluator", "rank_refexp_boxes", "refexp_first_hits"]
+__all__ = [
+    "RefExpEvaluator",
+    "ClevrRefEvaluator",
+    "rank_refexp_boxes",
+    "refexp_first_hits",
+    "refexp_ground_truth",
+]
+
+
+def refexp_ground_truth(json_file: str) -> Dict[int, Dict[str, Any]]:
+    """The ground truth of an MDETR json as ``{datapoint id: {"image": entry, "annotations": [...]}}``,
+    read with pycocotools' ``COCO`` as the official evaluators do (crowd boxes kept: its
+    ``getAnnIds(imgIds=...)`` does not filter them).
+
+    Raises:
+        ValueError: an annotation refers to an image the file does not have.
+    """
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco = COCO(str(json_file))
+    unknown = sorted(set(coco.imgToAnns) - set(coco.imgs))
+    if unknown:
+        ann = coco.imgToAnns[unknown[0]][0]
+        raise ValueError(f"{json_file}: annotation {ann.get('id')} refers to unknown image {unknown[0]}")
+    return OrderedDict((img_id, {"image": image, "annotations": coco.imgToAnns[img_id]})
+                       for img_id, image in coco.imgs.items())
 
 
 def rank_refexp_boxes(scores, boxes) -> torch.Tensor:
@@ -94,7 +122,7 @@ class RefExpEvaluator(DatasetEvaluator):
         Args:
             dataset_name: registered dataset name (for messages and the default json).
             json_file: MDETR json with the ground truth; default ``MetadataCatalog.get(dataset_name).json_file``.
-            ground_truth: already loaded ``load_mdetr_json`` output (tests); overrides ``json_file``.
+            ground_truth: already loaded :func:`refexp_ground_truth` (tests); overrides ``json_file``.
             topk: the k of P@k.
             iou_thresh: threshold for both GIoU and IoU.
             score_field: ``Instances`` field ranking the boxes.
@@ -104,10 +132,8 @@ class RefExpEvaluator(DatasetEvaluator):
         self._dataset_name = dataset_name
         if ground_truth is None:
             if json_file is None:
-                from detectron2.data import MetadataCatalog
-
                 json_file = MetadataCatalog.get(dataset_name).json_file
-            ground_truth = load_mdetr_json(json_file)
+            ground_truth = refexp_ground_truth(json_file)
         self._gt = ground_truth
         self._topk = tuple(topk)
         self._thresh = iou_thresh

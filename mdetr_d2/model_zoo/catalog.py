@@ -11,6 +11,8 @@ from pathlib import Path
 
 from detectron2.config import CfgNode, get_cfg
 
+from ..config import add_mdetr_config
+
 __all__ = ["MODEL_ZOO", "ZooEntry", "get_config", "get_config_file", "get_entry"]
 
 _EB3 = ("MODEL.BACKBONE.NAME", "build_mdetr_efficientnet_backbone",
@@ -110,8 +112,6 @@ def get_config_file(name: str) -> str:
 def get_config(name: str) -> CfgNode:
     """The recipe config of checkpoint ``name`` with its backbone overrides and
     ``MODEL.WEIGHTS = "mdetr://<name>"``: ready to evaluate or fine-tune from it."""
-    from ..config import add_mdetr_config
-
     cfg = get_cfg()
     add_mdetr_config(cfg)
     cfg.merge_from_file(get_config_file(name))

@@ -204,7 +204,7 @@ class MDETREfficientNet(_LevelsBackbone):
     @configurable
     def __init__(self, variant: str = "b3", out_features: list[str] | None = None, pretrained: bool = False):
         super().__init__()
-        import timm  # local: only this backbone needs it
+        import timm  # local: ~0.7 s to import, and only the EfficientNet backbones need it
 
         # The released B3/B5 models start from the noisy-student ImageNet weights.
         name = f"tf_efficientnet_{variant}.ns_jft_in1k" if pretrained else f"tf_efficientnet_{variant}"

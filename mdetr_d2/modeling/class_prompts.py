@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from ..structures import clean_category_name
-from .text_encoder import NO_OBJECT_SLOT
+from ..structures.tokenizer import NO_OBJECT_SLOT
 
 __all__ = ["PROMPT_STYLES", "SEPARATOR", "ClassPromptSettings", "ClassPrompts", "PromptChunk"]
 

@@ -17,8 +17,10 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
+from ..structures.qa import QA_ANSWER_KEYS
+from ..structures.spans import span_to_token_range, tensor_to_spans
 from .matcher import HungarianMatcher, binary_positive_map
-from .qa_criterion import QA_ANSWER_KEYS, collate_answers, qa_losses, qa_weight_dict
+from .qa_criterion import collate_answers, qa_losses, qa_weight_dict
 
 __all__ = ["MDETRCriterion", "check_outputs_finite"]
 
@@ -53,38 +55,6 @@ def check_outputs_finite(outputs: dict) -> None:
         )
 
 
-def _official_char_to_token(
-    tokenized, batch_index: int, beg: int, end: int
-) -> tuple[int, int] | None:
-    """Token range ``[b, e]`` of the character span ``[beg, end)``, found the official way.
-
-    The first lookups use caption ``batch_index``; the whitespace fallbacks (``beg+1``,
-    ``beg+2``; ``end-2``, ``end-3``) call ``char_to_token`` without a batch index, which HF
-    resolves on caption 0 of the batch (reference §3.5). A fallback lookup that raises (e.g. past
-    the end of caption 0) gives up on that side; a span with an unresolved side is skipped.
-    """
-
-    def fallback(chars: tuple[int, int]) -> int | None:
-        try:
-            for char in chars:
-                pos = tokenized.char_to_token(char)  # no batch index: caption 0, as officially
-                if pos is not None:
-                    return pos
-        except Exception:  # HF raises on out-of-range characters; officially that means "not found"
-            return None
-        return None
-
-    beg_pos = tokenized.char_to_token(batch_index, beg)
-    end_pos = tokenized.char_to_token(batch_index, end - 1)
-    if beg_pos is None:
-        beg_pos = fallback((beg + 1, beg + 2))
-    if end_pos is None:
-        end_pos = fallback((end - 2, end - 3))
-    if beg_pos is None or end_pos is None:
-        return None
-    return beg_pos, end_pos
-
-
 class MDETRCriterion(nn.Module):
     """All MDETR losses, unweighted, under the official key names.
 
@@ -93,8 +63,7 @@ class MDETRCriterion(nn.Module):
     suffixed ``_0 .. _{k-1}``. ``weight_dict`` maps every loss key this criterion can return to
     its weight, so a model returns
     ``{k: v * weight_dict[k] for k, v in losses.items() if k in weight_dict}`` to Detectron2's
-    trainer (which sums every value) and logs the rest. The matcher indices of the latest call are
-    kept in ``last_indices``.
+    trainer (which sums every value) and logs the rest.
 
     Every detection loss is normalised by ``N_boxes``: the number of target boxes in the batch,
     averaged over processes and clamped to ≥ 1 (reference §3.3, §9.2.15).
@@ -192,9 +161,6 @@ class MDETRCriterion(nn.Module):
         for i in range(num_aux_layers if detection else 0):
             weight_dict.update({f"{k}_{i}": v for k, v in layer_weights.items()})
         self.weight_dict: dict[str, float] = weight_dict
-        # Matcher indices of the latest forward: {"final": [...], "aux_0": [...], ...}, per image
-        # (query_indices, target_indices) as returned by the matcher (CPU int64).
-        self.last_indices: dict[str, Indices] = {}
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -237,9 +203,10 @@ class MDETRCriterion(nn.Module):
                 ``tokenized``), ``pred_isfinal``, ``pred_masks`` (B×Q×h×w), ``pred_answer_*``,
                 ``img_pooled``/``text_pooled``.
             targets: one dict per image: ``boxes`` (n×4 normalized cxcywh), ``positive_map``
-                (n×256, treated as binary), ``tokens_positive`` (per box, a list of ``[beg, end)``
-                character spans; read only by the official fallback lookup), and as needed
-                ``masks`` (n×H_i×W_i, unpadded) and ``isfinal`` (n).
+                (n×256, treated as binary), ``tokens_positive`` (per box, the ``[beg, end)``
+                character spans: lists, or the mapper's padded ``n×S×2`` tensor; read only by the
+                official fallback lookup), and as needed ``masks`` (n×H_i×W_i, unpadded) and
+                ``isfinal`` (n).
             answers: batched QA answers (the official collated dict); when None they are stacked
                 from the targets' ``answer*`` entries.
 
@@ -247,9 +214,8 @@ class MDETRCriterion(nn.Module):
             Unweighted losses and metrics, keyed as in the official code.
         """
         losses: dict[str, torch.Tensor] = {}
-        indices: dict[str, Indices] = {}
         if self.detection:
-            losses.update(self._detection_losses(outputs, targets, indices))
+            losses.update(self._detection_losses(outputs, targets))
 
         if self.contrastive_loss:
             losses["contrastive_loss"] = self.loss_global_contrastive(outputs)
@@ -257,22 +223,18 @@ class MDETRCriterion(nn.Module):
             if answers is None:
                 answers = collate_answers(targets, self.qa_head)
             losses.update(qa_losses(outputs, answers, self.qa_head))
-
-        self.last_indices = indices
         return losses
 
-    def _detection_losses(self, outputs: dict, targets: list[dict], indices: dict) -> dict:
+    def _detection_losses(self, outputs: dict, targets: list[dict]) -> dict:
         """Matching and the per-layer losses of the final and auxiliary decoder layers."""
         check_outputs_finite(outputs)
         num_boxes = self._num_boxes(targets, outputs["pred_logits"].device)
-        losses = {}
-        indices["final"] = self.matcher(outputs, targets)
-        losses.update(self._layer_losses(outputs, outputs, targets, indices["final"], num_boxes))
+        indices = self.matcher(outputs, targets)
+        losses = self._layer_losses(outputs, outputs, targets, indices, num_boxes)
         if self.masks:
-            losses.update(self.loss_masks(outputs, targets, indices["final"], num_boxes))
+            losses.update(self.loss_masks(outputs, targets, indices, num_boxes))
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            indices[f"aux_{i}"] = self.matcher(aux, targets)
-            layer = self._layer_losses(aux, outputs, targets, indices[f"aux_{i}"], num_boxes)
+            layer = self._layer_losses(aux, outputs, targets, self.matcher(aux, targets), num_boxes)
             losses.update({f"{k}_{i}": v for k, v in layer.items()})
         return losses
 
@@ -411,9 +373,12 @@ class MDETRCriterion(nn.Module):
             spans_of = (
                 target["tokens_positive"] if "tokens_positive" in target else target["tokens"]
             )
+            if torch.is_tensor(spans_of):  # the mapper's padded span tensor
+                spans_of = tensor_to_spans(spans_of)
             for query, target_index in zip(src.tolist(), tgt.tolist()):
                 for beg, end in spans_of[target_index]:
-                    token_range = _official_char_to_token(tokenized, i, beg, end)
+                    # The whitespace fallbacks read caption 0 of the batch (reference §3.5).
+                    token_range = span_to_token_range(tokenized, beg, end, i, fallback_caption=0)
                     if token_range is not None:
                         positives[i, query, token_range[0] : token_range[1] + 1] = True
         return positives.to(device, non_blocking=True)

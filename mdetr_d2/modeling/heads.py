@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..structures.qa import CLEVR_ANSWER_TYPES, CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
+
 
 class MLP(nn.Module):
     """``num_layers`` linear layers with ReLU between them (``layers.{i}`` naming, as the official MLP)."""
@@ -23,14 +25,9 @@ class MLP(nn.Module):
         return x
 
 
-# GQA semantic answer types in the order of the type head's outputs and of the answer queries 1..5.
-GQA_ANSWER_TYPES = ("obj", "attr", "rel", "global", "cat")
+# The official head sizes: answers per GQA type, all GQA answers, CLEVR counts 0..19.
 GQA_HEAD_SIZES = {"obj": 3, "attr": 403, "rel": 1594, "global": 111, "cat": 678}
 GQA_NUM_ANSWERS = 1853
-# CLEVR answer types (type-head order) and the 15 attribute answers in class-id order.
-CLEVR_ANSWER_TYPES = ("binary", "attribute", "number")
-CLEVR_ATTRIBUTES = ("small", "large", "gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow",
-                    "cube", "sphere", "cylinder", "rubber", "metal")
 CLEVR_NUM_COUNTS = 20
 
 

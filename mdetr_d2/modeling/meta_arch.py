@@ -1,7 +1,6 @@
 """The MDETR meta-architecture: image backbone + text encoder -> cross-encoder -> decoder -> heads."""
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -15,16 +14,19 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
 from detectron2.utils.events import get_event_storage
-from detectron2.utils.file_io import PathManager
 from torch import nn
+from torchvision.ops import box_convert
 
+from ..structures.qa import load_qa_vocab
+from ..structures.tokenizer import MAX_TOKEN_SLOTS, caption_token_limit
 from .class_prompts import ClassPrompts, ClassPromptSettings
+from .criterion import MDETRCriterion
 from .heads import MLP, build_qa_head
 from .official_names import official_names_pre_hook
 from .position_encoding import PositionEmbeddingSine
 from .postprocessing import class_detections_to_instances, detections_to_instances, qa_answer
 from .segmentation import AttentionMap, MaskHead
-from .text_encoder import MAX_TOKEN_SLOTS, EncodedText, TextEncoder, caption_token_limit
+from .text_encoder import EncodedText, TextEncoder
 from .transformer import Transformer
 
 logger = logging.getLogger(__name__)
@@ -186,7 +188,7 @@ class MDETR(nn.Module):
                                                          bias=False)
 
         self.qa_head = build_qa_head(qa_head, dim)
-        self.qa_kind = qa_head
+        self.qa_head_name = qa_head
         self.qa_vocab = qa_vocab
         self.qa_embed = nn.Embedding(self.qa_head.num_queries, dim) if self.qa_head is not None else None
 
@@ -224,8 +226,6 @@ class MDETR(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        from .criterion import MDETRCriterion  # local: the criterion imports scipy
-
         options = cls.options_from_config(cfg)
         return {
             "backbone": build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))),
@@ -465,16 +465,17 @@ class MDETR(nn.Module):
         return {k: v * weights[k] for k, v in loss_dict.items() if k in weights}
 
     def prepare_target(self, x: dict, image_size: tuple[int, int]) -> dict:
-        """A mapper output's ``instances`` as the criterion's target dict (normalised cxcywh boxes)."""
-        from ..data.dataset_mapper import tensor_to_spans  # local: the data package imports modeling
+        """A mapper output's ``instances`` as the criterion's target dict (normalised cxcywh boxes;
+        the spans stay the mapper's padded tensor, read only by the official fallback lookup)."""
         inst = x["instances"].to(self.device)
         h, w = image_size
         boxes = inst.gt_boxes.tensor / torch.tensor([w, h, w, h], dtype=torch.float32, device=self.device)
         target = {
-            "boxes": torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], dim=1),
+            "boxes": box_convert(boxes, "xyxy", "cxcywh"),
             "positive_map": inst.gt_positive_map.float(),
-            "tokens_positive": tensor_to_spans(inst.gt_tokens_positive) if inst.has("gt_tokens_positive") else [],
         }
+        if inst.has("gt_tokens_positive"):
+            target["tokens_positive"] = inst.gt_tokens_positive
         if inst.has("gt_masks"):
             target["masks"] = inst.gt_masks.tensor
         if inst.has("gt_isfinal"):
@@ -496,7 +497,7 @@ class MDETR(nn.Module):
                 )
             }
             if self.qa_head is not None:
-                result["qa"] = qa_answer(outputs, i, self.qa_kind, self.qa_vocab)
+                result["qa"] = qa_answer(outputs, i, self.qa_head_name, self.qa_vocab)
             results.append(result)
         return results
 
@@ -560,12 +561,3 @@ class MDETR(nn.Module):
         return class_detections_to_instances(boxes, scores, spans, prompts, size,
                                              self.detections_per_image)
 
-
-def load_qa_vocab(path: str, kind: str) -> dict[str, dict[int, str]]:
-    """Read a GQA answer vocabulary json (answer -> id) into ``{type or "all": {id: answer}}``."""
-    with PathManager.open(path) as f:
-        raw = json.load(f)
-    if kind == "gqa_single":
-        raw = {"all": raw}
-    return {key.removeprefix("answer_"): {idx: answer for answer, idx in answer2id.items()}
-            for key, answer2id in raw.items()}

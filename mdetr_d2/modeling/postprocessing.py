@@ -7,10 +7,8 @@ import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 from torchvision.ops import box_convert
 
-from .heads import CLEVR_ANSWER_TYPES, CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
-
-# A token counts towards the phrase a box is tied to above this probability (the official demo's rule).
-PHRASE_TOKEN_THRESHOLD = 0.1
+from ..structures.qa import ANSWER_KEY, CLEVR_ANSWER_TYPES, CLEVR_ATTRIBUTES, GQA_ANSWER_TYPES
+from ..structures.spans import tied_spans
 
 
 def scale_boxes(pred_boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -18,32 +16,6 @@ def scale_boxes(pred_boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     h, w = size
     scale = torch.tensor([w, h, w, h], dtype=pred_boxes.dtype, device=pred_boxes.device)
     return box_convert(pred_boxes, "cxcywh", "xyxy") * scale
-
-
-def tied_spans(token_probs: torch.Tensor, tokenized, index: int,
-               threshold: float = PHRASE_TOKEN_THRESHOLD) -> torch.Tensor:
-    """Character span ``[beg, end)`` of the caption text each query predicts (Q×2, -1 when none).
-
-    The span runs from the first to the last caption token whose probability exceeds ``threshold``;
-    when none does, the most probable caption token alone. Special tokens map to no characters.
-    """
-    num_tokens = int(tokenized["attention_mask"][index].sum())
-    char_spans = []
-    for t in range(min(num_tokens, token_probs.shape[1])):
-        chars = tokenized.token_to_chars(index, t)
-        char_spans.append(None if chars is None else (chars.start, chars.end))
-    valid = torch.tensor([s is not None for s in char_spans] + [False] * (token_probs.shape[1] - len(char_spans)),
-                         device=token_probs.device)
-    spans = torch.full((token_probs.shape[0], 2), -1, dtype=torch.long)
-    if not valid.any():
-        return spans
-    probs = token_probs.masked_fill(~valid, 0)
-    best = probs.argmax(1)
-    for q in range(probs.shape[0]):
-        selected = (probs[q] > threshold).nonzero().flatten().tolist() or [int(best[q])]
-        spans[q, 0] = char_spans[selected[0]][0]
-        spans[q, 1] = char_spans[selected[-1]][1]
-    return spans
 
 
 def upsample_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int], image_size: tuple[int, int],
@@ -122,33 +94,33 @@ def class_detections_to_instances(boxes: torch.Tensor, scores: torch.Tensor, spa
     return {"instances": best, "all_instances": every}
 
 
-def qa_answer(outputs: dict, index: int, kind: str, vocab: dict | None = None) -> dict:
+def qa_answer(outputs: dict, index: int, qa_head: str, vocab: dict | None = None) -> dict:
     """The predicted answer of image ``index``: ``{"answer", "answer_type", "confidence"}`` (§4.6).
 
     ``answer`` is a string when it can be (CLEVR always; GQA with a vocabulary ``{type: {id: answer}}``
-    that has the predicted id), else the class id.
+    that has the predicted id), else the class id. ``qa_head``: MODEL.MDETR.QA_HEAD.
     """
-    if kind == "gqa_single":
+    if qa_head == "gqa_single":
         probs = outputs["pred_answer"][index].float().softmax(-1)
         conf, idx = probs.max(0)
         answer = vocab["all"].get(int(idx), int(idx)) if vocab else int(idx)
         return {"answer": answer, "answer_type": "all", "confidence": float(conf)}
     type_probs = outputs["pred_answer_type"][index].float().softmax(-1)
     type_conf, type_idx = type_probs.max(0)
-    if kind == "gqa":
+    if qa_head == "gqa":
         answer_type = GQA_ANSWER_TYPES[int(type_idx)]
-        probs = outputs[f"pred_answer_{answer_type}"][index].float().softmax(-1)
+        probs = outputs[f"pred_answer_{ANSWER_KEY[answer_type]}"][index].float().softmax(-1)
         conf, idx = probs.max(0)
         answer = vocab[answer_type].get(int(idx), int(idx)) if vocab else int(idx)
-    elif kind == "clevr":
+    elif qa_head == "clevr":
         answer_type = CLEVR_ANSWER_TYPES[int(type_idx)]
+        logits = outputs[f"pred_answer_{ANSWER_KEY[answer_type]}"][index].float()
         if answer_type == "binary":
-            p_yes = outputs["pred_answer_binary"][index].float().sigmoid()
+            p_yes = logits.sigmoid()
             answer, conf = ("yes", p_yes) if p_yes > 0.5 else ("no", 1 - p_yes)
         else:
-            key = "pred_answer_attr" if answer_type == "attribute" else "pred_answer_reg"
-            conf, idx = outputs[key][index].float().softmax(-1).max(0)
+            conf, idx = logits.softmax(-1).max(0)
             answer = CLEVR_ATTRIBUTES[int(idx)] if answer_type == "attribute" else str(int(idx))
     else:
-        raise ValueError(f"unknown QA head kind {kind!r}")
+        raise ValueError(f"unknown QA head {qa_head!r}")
     return {"answer": answer, "answer_type": answer_type, "confidence": float(type_conf * conf)}

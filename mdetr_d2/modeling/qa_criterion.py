@@ -11,19 +11,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["QA_ANSWER_KEYS", "qa_losses", "qa_weight_dict", "collate_answers"]
+from ..structures.qa import ANSWER_KEY, CLEVR_ANSWER_TYPES, GQA_ANSWER_TYPES, QA_ANSWER_KEYS
 
-# Answer-type id → name of the per-type head, in type-id order (reference §1.15, §3.9).
-GQA_TYPES = ("obj", "attr", "rel", "global", "cat")
-CLEVR_TYPES = ("binary", "attr", "reg")
+__all__ = ["qa_losses", "qa_weight_dict", "collate_answers"]
 
-# The answer entries each QA head reads (the official collated ``answers`` dict).
-QA_ANSWER_KEYS = {
-    "none": (),
-    "gqa": ("answer_type",) + tuple(f"answer_{k}" for k in GQA_TYPES),
-    "gqa_single": ("answer",),
-    "clevr": ("answer_type",) + tuple(f"answer_{k}" for k in CLEVR_TYPES),
-}
+# The key of each per-type head, in type-id order (reference §1.15, §3.9).
+GQA_KEYS = tuple(ANSWER_KEY[t] for t in GQA_ANSWER_TYPES)
+CLEVR_KEYS = tuple(ANSWER_KEY[t] for t in CLEVR_ANSWER_TYPES)
 
 
 def collate_answers(targets: list[dict], qa_head: str) -> dict[str, torch.Tensor]:
@@ -40,11 +34,11 @@ def qa_weight_dict(qa_head: str, qa_loss_coef: float) -> dict[str, float]:
     keep weight 1, reference §3.11).
     """
     if qa_head == "gqa":
-        return {f"loss_answer_{k}": qa_loss_coef for k in ("type",) + GQA_TYPES}
+        return {f"loss_answer_{k}": qa_loss_coef for k in ("type",) + GQA_KEYS}
     if qa_head == "gqa_single":
         return {"loss_answer_total": qa_loss_coef}
     if qa_head == "clevr":
-        return {"loss_answer_type": qa_loss_coef, **{f"loss_answer_{k}": 1.0 for k in CLEVR_TYPES}}
+        return {"loss_answer_type": qa_loss_coef, **{f"loss_answer_{k}": 1.0 for k in CLEVR_KEYS}}
     if qa_head == "none":
         return {}
     raise ValueError(f"unknown QA head {qa_head!r}")
@@ -115,9 +109,9 @@ def qa_losses(outputs: dict, answers: dict, qa_head: str) -> dict[str, torch.Ten
     device = outputs["pred_answer_type" if qa_head != "gqa_single" else "pred_answer"].device
     answers = {k: torch.as_tensor(answers[k]).to(device) for k in QA_ANSWER_KEYS[qa_head]}
     if qa_head == "gqa":
-        return _split_heads_losses(outputs, answers, GQA_TYPES, _ce_none, _argmax_correct)
+        return _split_heads_losses(outputs, answers, GQA_KEYS, _ce_none, _argmax_correct)
     if qa_head == "clevr":
-        return _split_heads_losses(outputs, answers, CLEVR_TYPES, _clevr_loss, _clevr_correct)
+        return _split_heads_losses(outputs, answers, CLEVR_KEYS, _clevr_loss, _clevr_correct)
     if qa_head == "gqa_single":
         logits, labels = outputs["pred_answer"], answers["answer"]
         return {

@@ -14,6 +14,9 @@ import random
 import re
 from typing import Any, Mapping, Sequence
 
+from ...structures.positive_map import create_positive_map_from_caption
+from ...structures.tokenizer import encode_caption
+from ..dataset_mapper import describe_record
 from .mdetr_json import DatasetFormatError, load_mdetr_json
 
 __all__ = ["DatasetReport", "check_mdetr_json", "check_records", "explain_error"]
@@ -137,13 +140,14 @@ def check_records(
     Args:
         records: Detectron2 dicts from :func:`load_mdetr_json` (or any registered MDETR dataset).
         samples: records checked at random (all when ``samples >= len(records)``).
-        tokenizer: a fast tokenizer (``mdetr_d2.modeling.text_encoder.build_tokenizer``) to check
+        tokenizer: a fast tokenizer (:func:`mdetr_d2.structures.build_tokenizer`) to check
             that every caption can be encoded (each record that cannot is named) and that every
             sampled box's spans reach a token; None skips these checks.
         check_images: check that the sampled records' image files exist.
         seed: seed of the sample.
-        max_caption_tokens: the text encoder's limit (``mdetr_d2.modeling.text_encoder.
-            max_caption_tokens``); longer captions are problems. None: no length check.
+        max_caption_tokens: the text encoder's limit
+            (:func:`mdetr_d2.structures.max_caption_tokens`); longer captions are problems. None:
+            no length check.
     """
     report = DatasetReport(records=len(records))
     report.boxes = sum(len(r.get("annotations", ())) for r in records)
@@ -158,9 +162,6 @@ def check_records(
         if check_images and not os.path.isfile(r["file_name"]):
             report.problems.append(_explain(f"{where}: missing image {r['file_name']}", "image"))
     if tokenizer is not None:
-        from ..dataset_mapper import describe_record, encode_caption
-        from ..positive_map import create_positive_map_from_caption
-
         unencodable = set()
         for r in records:  # every record: training would skip it, evaluation would stop on it
             if "caption" not in r:

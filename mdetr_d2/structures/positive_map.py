@@ -1,5 +1,4 @@
 """Caption spans -> token positions: the MDETR "positive map" (reference §3.1)."""
-
 from __future__ import annotations
 
 import logging
@@ -7,49 +6,18 @@ from typing import Sequence
 
 import torch
 
+from .spans import Span, span_to_token_range
+from .tokenizer import MAX_TOKEN_SLOTS
+
 logger = logging.getLogger(__name__)
 
-Span = Sequence[int]  # [begin, end) character offsets into the caption
-
-# Character offsets retried when the first / last character of a span maps to no token (whitespace:
-# RoBERTa offsets exclude the leading space of a word). Begin moves right, end moves left (§3.1).
-_BEGIN_RETRIES = (0, 1, 2)
-_END_RETRIES = (1, 2, 3)  # subtracted from ``end``: end-1 first, then end-2, end-3
-
-
-def _lookup(tokenized, char_index: int):
-    """``char_to_token`` that treats a failing lookup (negative index, ...) as "no token"."""
-    try:
-        return tokenized.char_to_token(char_index)
-    except Exception:  # the fast tokenizer raises OverflowError/TypeError on invalid indices
-        return None
-
-
-def span_to_token_range(tokenized, begin: int, end: int) -> tuple[int, int] | None:
-    """Inclusive token range ``(first, last)`` covered by the character span ``[begin, end)``.
-
-    Uses the fast tokenizer's ``char_to_token`` with the official whitespace fallbacks: begin is retried
-    at ``begin+1``, ``begin+2``; end at ``end-2``, ``end-3``. Returns None when either side stays
-    unresolved (the official code then skips the span).
-    """
-    first = last = None
-    for shift in _BEGIN_RETRIES:
-        first = _lookup(tokenized, begin + shift)
-        if first is not None:
-            break
-    for shift in _END_RETRIES:
-        last = _lookup(tokenized, end - shift)
-        if last is not None:
-            break
-    if first is None or last is None:
-        return None
-    return first, last
+__all__ = ["create_positive_map", "create_positive_map_from_caption"]
 
 
 def create_positive_map(
     tokenized,
     tokens_positive: Sequence[Sequence[Span]],
-    max_len: int = 256,
+    max_len: int = MAX_TOKEN_SLOTS,
     caption: str | None = None,
 ) -> torch.Tensor:
     """Binary ``n_boxes x max_len`` map: row i marks the tokens of the spans of box i.
@@ -98,7 +66,7 @@ def create_positive_map(
 
 
 def create_positive_map_from_caption(
-    tokenizer, caption: str, tokens_positive: Sequence[Sequence[Span]], max_len: int = 256
+    tokenizer, caption: str, tokens_positive: Sequence[Sequence[Span]], max_len: int = MAX_TOKEN_SLOTS
 ) -> torch.Tensor:
     """Tokenize ``caption`` alone (no padding, no truncation) and build its binary positive map."""
     tokenized = tokenizer(caption)
