@@ -367,12 +367,16 @@ def test_build_mdetr_evaluators_from_metadata(tmp_path):
     js = tmp_path / "pc.json"
     js.write_text(json.dumps({"images": [{"id": 0, "width": 20, "height": 10}], "annotations": [], "categories": []}))
     MetadataCatalog.get("unit_phrasecut_miniv").set(phrasecut_orig_dir=str(root), phrasecut_split="miniv",
-                                                    json_file=str(js))
+                                                    json_file=str(js), evaluator_type="phrasecut")
     evs = build_mdetr_evaluators(cfg, "unit_phrasecut_miniv", str(tmp_path))
     assert [type(e).__name__ for e in evs._evaluators] == ["PhraseCutEvaluator"]  # json has no box: no AP
     MetadataCatalog.get("unit_other").set(evaluator_type="nope")
     with pytest.raises(ValueError, match="unknown evaluator_type 'nope'"):
         build_mdetr_evaluators(cfg, "unit_other", str(tmp_path))
+    # Never guessed from the name: a dataset registered without evaluator_type is an error.
+    MetadataCatalog.get("unit_refcoco_unnamed_type").set(json_file=str(js))
+    with pytest.raises(ValueError, match="unit_refcoco_unnamed_type: no metadata 'evaluator_type'"):
+        build_mdetr_evaluators(cfg, "unit_refcoco_unnamed_type", str(tmp_path))
 
 
 # ---------------------------------------------------------------- issue 12: protocols and QA ids

@@ -7,10 +7,10 @@ and log their tables. :func:`build_mdetr_evaluators` picks them from the dataset
 Metadata attributes read (``MetadataCatalog.get(dataset_name)``):
 
 * ``evaluator_type``: a str or list of str among ``refexp``, ``clevrref``, ``flickr``, ``phrasecut``,
-  ``gqa``, ``clevr``, ``lvis``, ``coco``, ``coco_agnostic``; guessed from the dataset name (with a
-  warning) when absent. ``coco`` (what ``register_coco_instances`` and Detectron2's builtin COCO sets
-  write) is scored with Detectron2's ``COCOEvaluator``; ``lvis`` with the fixed-AP evaluator and
-  Detectron2's ``LVISEvaluator``. Both read the model's class-prompt detections (contiguous
+  ``gqa``, ``clevr``, ``lvis``, ``coco``, ``coco_agnostic``; required, never guessed from the dataset
+  name (``register_mdetr_json`` sets ``coco_agnostic`` by default). ``coco`` (what
+  ``register_coco_instances`` and Detectron2's builtin COCO sets write) is scored with
+  Detectron2's ``COCOEvaluator``; ``lvis`` with the fixed-AP evaluator and Detectron2's ``LVISEvaluator``. Both read the model's class-prompt detections (contiguous
   ``pred_classes``).
 * ``json_file``: the MDETR json (RefExp / CLEVR-Ref+ ground truth, class-agnostic AP).
 * ``refexp_breakdown_field`` (optional): an image-entry field of the RefExp json whose values split P@k
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "build_mdetr_evaluators",
     "evaluation_inputs",
-    "infer_evaluator_types",
     "RefExpEvaluator",
     "ClevrRefEvaluator",
     "FlickrEvaluator",
@@ -71,37 +70,20 @@ EVALUATOR_TYPES = (
 )
 
 
-def infer_evaluator_types(dataset_name: str, qa_head: str = "none") -> List[str]:
-    """Evaluator types from a dataset name (used when the metadata has no ``evaluator_type``)."""
-    name = dataset_name.lower()
-    if "clevrref" in name or "clevr_ref" in name:
-        return ["clevrref"]
-    if "refcoco" in name or "refexp" in name:
-        return ["refexp"]
-    if "flickr" in name:
-        return ["flickr"]
-    if "phrasecut" in name:
-        return ["phrasecut"]
-    if "lvis" in name:
-        return ["lvis"]
-    if "gqa" in name:
-        return ["gqa"] if qa_head.startswith("gqa") else ["coco_agnostic"]
-    if "clevr" in name:
-        return ["clevr"] if qa_head == "clevr" else ["coco_agnostic"]
-    return ["coco_agnostic"]
-
-
 QA_TYPES = ("gqa", "clevr")
 
 
-def _evaluator_types(dataset_name: str, qa_head: str = "none") -> List[str]:
+def _evaluator_types(dataset_name: str) -> List[str]:
+    """The metadata ``evaluator_type`` of a dataset as a list (never guessed from its name).
+
+    Raises:
+        ValueError: the dataset's metadata has no ``evaluator_type``.
+    """
     types = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
     if not types:
-        types = infer_evaluator_types(dataset_name, qa_head)
-        logger.warning(
-            "%s: no metadata 'evaluator_type'; guessed %s from the dataset name. Set evaluator_type when "
-            "registering the dataset (datasets/README.md) to choose the evaluation yourself.",
-            dataset_name, types,
+        raise ValueError(
+            f"{dataset_name}: no metadata 'evaluator_type' to choose its evaluators with; set it "
+            f"when registering the dataset (one of {EVALUATOR_TYPES}, see datasets/README.md)"
         )
     return [types] if isinstance(types, str) else list(types)
 
@@ -172,7 +154,7 @@ def build_mdetr_evaluators(
     """The evaluators of one MDETR evaluation dataset (call from the trainer's ``build_evaluator``
     as ``build_mdetr_evaluators(cfg, dataset_name, output_dir)``, or with the keywords).
 
-    The task evaluators come from metadata ``evaluator_type`` (or, with a warning, the dataset name); the
+    The task evaluators come from metadata ``evaluator_type`` (an error when it is missing); the
     class-agnostic COCO AP that the official code always computes is added for every type with boxes in its
     ``json_file`` (not for LVIS and COCO detection sets, scored per class), unless
     ``class_agnostic_ap`` is False (``TEST.MDETR_EVAL.CLASS_AGNOSTIC_AP``). QA accuracy (``gqa``, ``clevr``) needs a model with a QA head
@@ -182,7 +164,7 @@ def build_mdetr_evaluators(
     """
     meta = MetadataCatalog.get(dataset_name)
     has_qa = qa_head not in ("", "none")
-    types = _evaluator_types(dataset_name, qa_head)
+    types = _evaluator_types(dataset_name)
     unknown = [t for t in types if t not in EVALUATOR_TYPES]
     if unknown:
         raise ValueError(
