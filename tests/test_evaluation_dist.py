@@ -1,13 +1,15 @@
-"""Two CPU processes (gloo) give the same metrics as one process, with sampler-padding duplicates."""
+"""Two CPU processes (gloo, started by the project's ``launch`` with a TCP store, as
+``tools/train_net.py --num-gpus 2`` does without CUDA) give the same metrics as one process, with
+sampler-padding duplicates."""
 import json
 import pickle
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
 
+from mdetr_d2.engine import launch
 from mdetr_d2.evaluation import LVISFixedAPEvaluator, RefExpEvaluator
 
 N = 12
@@ -56,20 +58,17 @@ def _build(lvis_path):
     return [RefExpEvaluator("dist_refexp", ground_truth=gt), LVISFixedAPEvaluator("dist_lvis", lvis_path, topk=5)], samples
 
 
-def _worker(rank, world, init_file, lvis_path, out_file):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        evaluators, samples = _build(lvis_path)
-        # Interleaved shards like a distributed sampler; the last sample is repeated on rank 1 (padding).
-        shard = samples[rank::world] + ([samples[-1]] if rank == 1 else [])
-        results = _run(evaluators, shard)
-        if rank == 0:
-            with open(out_file, "wb") as f:
-                pickle.dump(results, f)
-        else:
-            assert results == [{}, {}]
-    finally:
-        dist.destroy_process_group()
+def _worker(lvis_path, out_file):
+    rank, world = comm.get_rank(), comm.get_world_size()
+    evaluators, samples = _build(lvis_path)
+    # Interleaved shards like a distributed sampler; the last sample is repeated on rank 1 (padding).
+    shard = samples[rank::world] + ([samples[-1]] if rank == 1 else [])
+    results = _run(evaluators, shard)
+    if rank == 0:
+        with open(out_file, "wb") as f:
+            pickle.dump(results, f)
+    else:
+        assert results == [{}, {}]
 
 
 def test_two_process_gloo_matches_single_process(tmp_path):
@@ -78,7 +77,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     evaluators, samples = _build(str(lvis_path))
     single = _run(evaluators, samples)
     out = tmp_path / "out.pkl"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(lvis_path), str(out)), nprocs=2, join=True)
+    launch(_worker, 2, dist_url="auto", args=(str(lvis_path), str(out)))
     with open(out, "rb") as f:
         double = pickle.load(f)
     assert double == single
