@@ -13,7 +13,7 @@ from detectron2.structures import Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .common import gather_dicts_to_main, log_table
+from .common import gather_dicts_to_main, log_table, to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,9 @@ class ClassAgnosticCOCOEvaluator(DatasetEvaluator):
             detections = Instances(inst.image_size, pred_boxes=inst.pred_boxes, scores=inst.scores,
                                    pred_classes=torch.full((len(inst),), self._det_category))
             if self._use_masks and inst.has("pred_masks"):
-                masks = inst.pred_masks
-                detections.pred_masks = masks[:, 0] if torch.is_tensor(masks) and masks.dim() == 4 else masks
+                # As a numpy array: instances_to_coco_json encodes each mask with np.array.
+                masks = to_numpy(inst.pred_masks, bool)
+                detections.pred_masks = masks[:, 0] if masks.ndim == 4 else masks
             self._preds[img_id] = instances_to_coco_json(detections, img_id)
 
     def evaluate(self):
