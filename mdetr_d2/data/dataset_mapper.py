@@ -14,7 +14,14 @@ from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.structures import BitMasks, BoxMode, PolygonMasks, polygons_to_bitmask
+from detectron2.structures import (
+    BitMasks,
+    Boxes,
+    BoxMode,
+    Instances,
+    PolygonMasks,
+    polygons_to_bitmask,
+)
 from detectron2.utils.logger import log_first_n
 from pycocotools import mask as mask_util
 
@@ -306,6 +313,11 @@ class MDETRDatasetMapper:
         transforms = self.augmentations(aug_input)
         image = aug_input.image
         h, w = image.shape[:2]
+        # All boxes at once (Detectron2's transform_instance_annotations goes one annotation at a
+        # time: ~10x slower for 100 boxes).
+        boxes, keep = _clip_and_keep(
+            np.asarray(aug_input.boxes, dtype=np.float64).reshape(-1, 4), h, w
+        )
 
         spans = [a.get("tokens_positive", []) for a in anns]
         eval_spans = d.get("tokens_positive_eval")
@@ -341,14 +353,11 @@ class MDETRDatasetMapper:
                 tokenized = encode_caption(tokenizer, caption, self.max_caption_tokens)
 
         if annotations is not None:
-            # Boxes transformed and clamped to the augmented image, with their classes.
-            boxes_after = [
-                utils.transform_instance_annotations(
-                    {"bbox": box, "bbox_mode": BoxMode.XYXY_ABS,
-                     "category_id": a.get("category_id", 1)}, transforms, (h, w))
-                for a, box in zip(anns, boxes)
-            ]
-            instances = utils.annotations_to_instances(boxes_after, (h, w))
+            instances = Instances((h, w))
+            instances.gt_boxes = Boxes(torch.as_tensor(boxes, dtype=torch.float32))
+            instances.gt_classes = torch.as_tensor(
+                [int(a.get("category_id", 1)) for a in anns], dtype=torch.int64
+            )
             if caption is not None:
                 # Computed on the final caption: identical to the official "before augmentation" map
                 # unless the text-aware flip rewrote the caption (then the spans were re-derived).
@@ -366,9 +375,8 @@ class MDETRDatasetMapper:
             if self.use_masks:
                 with _reading(d, "segmentation"):
                     instances.gt_masks = self._masks(anns, transforms, h0, w0, h, w)
-            # Boxes a crop emptied go, with every field (masks are not a reason to drop a box).
-            out["instances"] = utils.filter_empty_instances(instances, by_mask=False,
-                                                            box_threshold=0)
+            # Boxes a crop emptied go, with every field.
+            out["instances"] = instances[torch.from_numpy(keep)] if len(keep) else instances
 
         if eval_spans is not None:
             with _reading(d, "tokens_positive_eval"):
