@@ -21,10 +21,11 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import MDETRCheckpointer
 from ..data.train_stream import TrainDataStream
-from .ema import EMAHook, ModelEMA
+from .ema import EMAHook, ModelEMA, unwrap_model
 from .epochs import ResolvedSchedule, resolve_iterations
 from .stream_hook import TrainStreamHook
 from .train_loop import MDETRSimpleTrainer
+from .trainer import with_dataset_classes
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +66,10 @@ def do_test(cfg: DictConfig, model: nn.Module) -> dict:
     results = OrderedDict()
     for loader_cfg, evaluator_cfg in zip(cfg.dataloader.test, cfg.dataloader.evaluator):
         name = loader_cfg.dataset.names
-        results[name] = inference_on_dataset(
-            model, instantiate(loader_cfg), instantiate(evaluator_cfg)
-        )
+        # Caption-less inputs are detected against this dataset's classes, as in MDETRTrainer.
+        loader = with_dataset_classes(instantiate(loader_cfg), name,
+                                      unwrap_model(model).class_prompts.names)
+        results[name] = inference_on_dataset(model, loader, instantiate(evaluator_cfg))
         if comm.is_main_process():
             logger.info("Evaluation results for %s in csv format:", name)
             print_csv_format(results[name])

@@ -205,11 +205,7 @@ class MDETRTrainer(DefaultTrainer):
         carries the dataset's ``thing_classes`` as ``classes``, so that images without a caption are
         detected against the class list of the dataset being evaluated."""
         loader = build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
-        # After building: loading a COCO-format dataset is what sets its thing_classes.
-        classes = MetadataCatalog.get(dataset_name).get("thing_classes")
-        if classes and not cfg.MODEL.MDETR.CLASS_PROMPTS.NAMES:
-            return WithClasses(loader, classes)
-        return loader
+        return with_dataset_classes(loader, dataset_name, cfg.MODEL.MDETR.CLASS_PROMPTS.NAMES)
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
@@ -243,6 +239,18 @@ def load_weights_for_evaluation(
         logger.info("Evaluating the checkpoint's EMA weights (model_ema).")
         unwrap_model(model).load_state_dict(rest["model_ema"])
     return model
+
+
+def with_dataset_classes(loader, dataset_name: str, fixed_classes: Sequence[str] = ()):
+    """``loader``, whose caption-less inputs also carry the ``thing_classes`` of ``dataset_name``
+    as ``classes`` (class-prompt detection against the dataset being evaluated); as is when the
+    model has a fixed class list (``fixed_classes``, MODEL.MDETR.CLASS_PROMPTS.NAMES) or the
+    dataset has no classes. Call it after building the loader: loading a COCO-format dataset is
+    what sets its thing_classes."""
+    classes = MetadataCatalog.get(dataset_name).get("thing_classes")
+    if classes and not fixed_classes:
+        return WithClasses(loader, classes)
+    return loader
 
 
 class WithClasses:
