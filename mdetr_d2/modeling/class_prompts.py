@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from detectron2.data import MetadataCatalog
 
 from ..structures import clean_category_name
 from ..structures.tokenizer import NO_OBJECT_SLOT
 
-__all__ = ["PROMPT_STYLES", "SEPARATOR", "ClassPromptSettings", "ClassPrompts", "PromptChunk"]
+__all__ = ["PROMPT_STYLES", "SEPARATOR", "ClassPromptSettings", "ClassPrompts", "PromptChunk",
+           "caption_of", "class_names_of"]
 
 PROMPT_STYLES = ("per_class", "joined")
 SEPARATOR = " . "
@@ -57,6 +59,48 @@ class ClassPromptSettings:
         if not 3 <= self.max_prompt_tokens <= NO_OBJECT_SLOT:
             raise ValueError(f"{key}.MAX_PROMPT_TOKENS must be in [3, {NO_OBJECT_SLOT}] (slot "
                              f"{NO_OBJECT_SLOT} is 'no object'), got {self.max_prompt_tokens}")
+
+    def build(self, names: Sequence[str], tokenizer, token_limit: int | None) -> "ClassPrompts":
+        """The prompts of ``names`` in these settings, for a text encoder that takes at most
+        ``token_limit`` tokens per caption (None = no limit)."""
+        max_tokens = min(self.max_prompt_tokens, token_limit or self.max_prompt_tokens)
+        return ClassPrompts.build(names, tokenizer, self.style, self.chunk_size, max_tokens)
+
+
+def caption_of(x: dict, default_caption: str) -> str | None:
+    """The caption an inference input is grounded on, or None for class-prompt detection (an
+    input with ``classes``, or with no ``caption`` when ``default_caption`` is empty)."""
+    if x.get("caption") is not None:
+        return x["caption"]
+    if x.get("classes") is not None or not default_caption:
+        return None
+    return default_caption
+
+
+def class_names_of(x: dict, index: int, settings: ClassPromptSettings) -> Sequence[str]:
+    """The class list of a class-prompt input: its ``classes``, else ``settings.names``, else the
+    ``thing_classes`` of ``settings.dataset`` (``index`` only names the input in the error).
+
+    Raises:
+        ValueError: none of them gives a list.
+    """
+    if x.get("classes") is not None:
+        return x["classes"]
+    if settings.names:
+        return settings.names
+    dataset = settings.dataset
+    names = MetadataCatalog.get(dataset).get("thing_classes") if dataset else None
+    if not names:
+        where = "DATASETS.TEST is empty"
+        if dataset:
+            where = (f"DATASETS.TEST[0] = {dataset!r} has no metadata thing_classes (a "
+                     f"COCO-format dataset gets them when it is loaded)")
+        raise ValueError(
+            f"MDETR input {index} has no 'caption' and no class list. Give the input a "
+            f"'caption' or 'classes', or set MODEL.MDETR.DEFAULT_CAPTION (a caption for every "
+            f"image) or MODEL.MDETR.CLASS_PROMPTS.NAMES (class names to detect); {where}."
+        )
+    return names
 
 
 @dataclass

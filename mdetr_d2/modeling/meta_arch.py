@@ -9,7 +9,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
@@ -19,12 +18,12 @@ from torchvision.ops import box_convert
 
 from ..structures.qa import load_qa_vocab
 from ..structures.tokenizer import MAX_TOKEN_SLOTS, caption_token_limit
-from .class_prompts import ClassPrompts, ClassPromptSettings
+from .class_prompts import ClassPrompts, ClassPromptSettings, caption_of, class_names_of
 from .criterion import MDETRCriterion
 from .heads import MLP, build_qa_head
 from .official_names import official_names_pre_hook
 from .position_encoding import PositionEmbeddingSine
-from .postprocessing import class_detections_to_instances, detections_to_instances, qa_answer
+from .postprocessing import class_prompt_results, grounded_results
 from .segmentation import AttentionMap, MaskHead
 from .text_encoder import EncodedText, TextEncoder
 from .transformer import Transformer
@@ -50,6 +49,14 @@ class ImageFeatures:
         rep = lambda t: t.expand(n, *t.shape[1:])  # noqa: E731
         return ImageFeatures({k: rep(v) for k, v in self.features.items()},
                              {k: rep(v) for k, v in self.masks.items()}, rep(self.projected), rep(self.pos))
+
+    def index_select(self, index: torch.Tensor) -> "ImageFeatures":
+        """The features of a new batch whose i-th image is ``index[i]`` of this one (images shared
+        by several captions are encoded once)."""
+        pick = lambda t: t.index_select(0, index)  # noqa: E731
+        return ImageFeatures({k: pick(v) for k, v in self.features.items()},
+                             {k: pick(v) for k, v in self.masks.items()}, pick(self.projected),
+                             pick(self.pos))
 
 
 @dataclass
@@ -84,6 +91,14 @@ class EncoderMemory:
         start = self.memory.shape[1] - self.text.features.shape[1] - h * w
         tokens = self.memory[:, start:start + h * w]
         return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
+
+
+def normalize_and_pad(images: list[torch.Tensor], pixel_mean: torch.Tensor,
+                      pixel_std: torch.Tensor) -> ImageList:
+    """Normalise C×H×W images (on the statistics' device) and pad them bottom/right with zeros to
+    the largest one (no size divisibility, §1.1)."""
+    device = pixel_mean.device
+    return ImageList.from_tensors([(im.to(device) - pixel_mean) / pixel_std for im in images], 0)
 
 
 def feature_padding_mask(pixel_mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -286,7 +301,7 @@ class MDETR(nn.Module):
             captions = [x["caption"] for x in batched_inputs]
             outputs = self.forward_network(images.tensor, self.padding_mask(images), captions)
             return self.losses(outputs, images, batched_inputs)
-        captions = [self._caption_of(x) for x in batched_inputs]
+        captions = [caption_of(x, self.default_caption) for x in batched_inputs]
         grounded = [i for i, c in enumerate(captions) if c is not None]
         results: list = [None] * len(batched_inputs)
         if grounded:
@@ -298,41 +313,12 @@ class MDETR(nn.Module):
                 results[i] = result
         for i, x in enumerate(batched_inputs):
             if captions[i] is None:
-                results[i] = self.detect_classes(x, self._class_names_of(x, i))
+                results[i] = self.detect_classes(x, class_names_of(x, i, self.class_prompts))
         return results
-
-    def _caption_of(self, x: dict) -> str | None:
-        """The caption an inference input is grounded on, or None for class-prompt detection."""
-        if x.get("caption") is not None:
-            return x["caption"]
-        if x.get("classes") is not None or not self.default_caption:
-            return None
-        return self.default_caption
-
-    def _class_names_of(self, x: dict, index: int) -> Sequence[str]:
-        """The class list of a class-prompt input (``index`` only names it in the error)."""
-        if x.get("classes") is not None:
-            return x["classes"]
-        if self.class_prompts.names:
-            return self.class_prompts.names
-        dataset = self.class_prompts.dataset
-        names = MetadataCatalog.get(dataset).get("thing_classes") if dataset else None
-        if not names:
-            where = "DATASETS.TEST is empty"
-            if dataset:
-                where = (f"DATASETS.TEST[0] = {dataset!r} has no metadata thing_classes (a "
-                         f"COCO-format dataset gets them when it is loaded)")
-            raise ValueError(
-                f"MDETR input {index} has no 'caption' and no class list. Give the input a "
-                f"'caption' or 'classes', or set MODEL.MDETR.DEFAULT_CAPTION (a caption for every "
-                f"image) or MODEL.MDETR.CLASS_PROMPTS.NAMES (class names to detect); {where}."
-            )
-        return names
 
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
         """Normalise and pad bottom/right with zeros to the largest image (no size divisibility, §1.1)."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, 0)
+        return normalize_and_pad([x["image"] for x in batched_inputs], self.pixel_mean, self.pixel_std)
 
     @staticmethod
     def padding_mask(images: ImageList) -> torch.Tensor:
@@ -485,21 +471,11 @@ class MDETR(nn.Module):
     def inference(self, outputs: dict, images: ImageList, batched_inputs: list[dict],
                   captions: list[str] | None = None) -> list[dict]:
         """Per-image results of a grounded batch (``captions`` default to the inputs' ones)."""
-        results = []
-        for i, x in enumerate(batched_inputs):
-            height, width = x.get("height", images.image_sizes[i][0]), x.get("width", images.image_sizes[i][1])
-            result = {
-                "instances": detections_to_instances(
-                    outputs, i, (height, width), images.image_sizes[i],
-                    padded_size=tuple(images.tensor.shape[-2:]),
-                    caption=captions[i] if captions is not None else x["caption"],
-                    mask_threshold=self.mask_threshold,
-                )
-            }
-            if self.qa_head is not None:
-                result["qa"] = qa_answer(outputs, i, self.qa_head_name, self.qa_vocab)
-            results.append(result)
-        return results
+        return grounded_results(
+            outputs, images.image_sizes, tuple(images.tensor.shape[-2:]), batched_inputs,
+            captions if captions is not None else [x["caption"] for x in batched_inputs],
+            self.mask_threshold, self.qa_head_name if self.qa_head is not None else "none", self.qa_vocab,
+        )
 
     # ----------------------------------------------------------------------------------------------
     # Class prompts
@@ -517,10 +493,8 @@ class MDETR(nn.Module):
         if entry is not None and entry[0] == state:
             self._prompt_cache.move_to_end(key)
             return entry[1]
-        limit = caption_token_limit(self.text_encoder.body.config)
-        max_tokens = min(s.max_prompt_tokens, limit or s.max_prompt_tokens)
-        prompts = ClassPrompts.build(names, self.text_encoder.tokenizer, s.style, s.chunk_size,
-                                     max_tokens)
+        prompts = s.build(names, self.text_encoder.tokenizer,
+                          caption_token_limit(self.text_encoder.body.config))
         with torch.no_grad():
             texts = [self.encode_text(chunk.captions) for chunk in prompts.chunks]
         logger.info("encoded %d class names as %d %s prompts in %d chunks", len(names),
@@ -551,13 +525,11 @@ class MDETR(nn.Module):
         # One image at a time, unpadded: the official evaluation runs with batch size 1.
         images = self.preprocess_image([x])
         image = self.encode_image(images.tensor, self.padding_mask(images))
-        parts = []
+        outputs = []
         for chunk, text in zip(prompts.chunks, texts):
-            enc = self.encode(image.expand(len(chunk.captions)), None, text)
-            out = self.decode(enc, boxes_only=True)
-            parts.append(prompts.read(chunk, out["pred_logits"], out["pred_boxes"]))
-        boxes, scores, spans = (torch.cat(p) for p in zip(*parts))
+            out = self.decode(self.encode(image.expand(len(chunk.captions)), None, text),
+                              boxes_only=True)
+            outputs.append((out["pred_logits"], out["pred_boxes"]))
         size = (x.get("height", images.image_sizes[0][0]), x.get("width", images.image_sizes[0][1]))
-        return class_detections_to_instances(boxes, scores, spans, prompts, size,
-                                             self.detections_per_image)
+        return class_prompt_results(prompts, outputs, size, self.detections_per_image)
 

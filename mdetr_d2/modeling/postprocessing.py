@@ -61,6 +61,49 @@ def detections_to_instances(outputs: dict, index: int, orig_size: tuple[int, int
     return inst
 
 
+def grounded_results(outputs: dict, image_sizes: list[tuple[int, int]],
+                     padded_size: tuple[int, int], batched_inputs: list[dict],
+                     captions: list[str], mask_threshold: float = 0.5, qa_kind: str = "none",
+                     qa_vocab: dict | None = None) -> list[dict]:
+    """Per-image results of a grounded batch: ``{"instances"[, "qa"]}`` for input ``i``.
+
+    Args:
+        outputs: the raw outputs of the batch (with ``tokenized``).
+        image_sizes: ``(h, w)`` of each image in the padded batch (the network input).
+        padded_size: ``(H, W)`` of the padded batch.
+        batched_inputs: the inputs; their ``height``/``width`` (default: the image size) are the
+            original size results are scaled to.
+        captions: the caption of each input.
+        mask_threshold: sigmoid threshold of the predicted masks.
+        qa_kind: the QA head ("none" = no answers).
+        qa_vocab: the answer vocabulary of :func:`qa_answer`.
+    """
+    results = []
+    for i, x in enumerate(batched_inputs):
+        size = (x.get("height", image_sizes[i][0]), x.get("width", image_sizes[i][1]))
+        result = {"instances": detections_to_instances(outputs, i, size, image_sizes[i],
+                                                       padded_size, captions[i], mask_threshold)}
+        if qa_kind != "none":
+            result["qa"] = qa_answer(outputs, i, qa_kind, qa_vocab)
+        results.append(result)
+    return results
+
+
+def class_prompt_results(prompts, chunk_outputs, orig_size: tuple[int, int], top_k: int
+                         ) -> dict[str, Instances]:
+    """Class-prompt results of one image from the raw outputs of each prompt chunk.
+
+    Args:
+        prompts: the :class:`ClassPrompts` the chunks come from.
+        chunk_outputs: ``(pred_logits, pred_boxes)`` of each chunk of ``prompts.chunks``, in order.
+        orig_size, top_k: as :func:`class_detections_to_instances`.
+    """
+    parts = [prompts.read(chunk, logits, boxes)
+             for chunk, (logits, boxes) in zip(prompts.chunks, chunk_outputs, strict=True)]
+    boxes, scores, spans = (torch.cat(p) for p in zip(*parts))
+    return class_detections_to_instances(boxes, scores, spans, prompts, orig_size, top_k)
+
+
 def class_detections_to_instances(boxes: torch.Tensor, scores: torch.Tensor, spans: torch.Tensor,
                                   prompts, orig_size: tuple[int, int], top_k: int
                                   ) -> dict[str, Instances]:

@@ -20,6 +20,36 @@ from ..structures.tokenizer import (
 logger = logging.getLogger(__name__)
 
 
+def tokenize_captions(tokenizer, captions: list[str], limit: int | None,
+                      name: str) -> BatchEncoding:
+    """Tokenize a batch of captions as MDETR does (``padding="longest"``, no truncation), on CPU.
+
+    Args:
+        tokenizer: the text encoder's fast tokenizer.
+        limit: most tokens a caption may have (:func:`caption_token_limit`; None = no limit).
+        name: the text encoder, for the error messages.
+
+    Raises:
+        ValueError: an empty caption, or one longer than ``limit`` tokens.
+    """
+    for i, caption in enumerate(captions):
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(f"caption {i} is empty: MDETR needs text to ground ({caption!r})")
+    tokenized = tokenizer(list(captions), padding="longest", return_tensors="pt")
+    length = tokenized["input_ids"].shape[1]
+    if limit is not None and length > limit:
+        raise ValueError(
+            f"a caption has {length} tokens; the text encoder {name!r} accepts at most {limit}"
+        )
+    if length > MAX_TOKEN_SLOTS - 1:
+        logger.warning(
+            "a caption has %d tokens: only positions 0..%d can be predicted as soft tokens; "
+            "positions %d..%d are encoded but cannot be grounded",
+            length, NO_OBJECT_SLOT - 1, NO_OBJECT_SLOT, length - 1,
+        )
+    return tokenized
+
+
 @dataclass
 class EncodedText:
     """A batch of captions after the text encoder and resizer (the official "memory cache" text part).
@@ -104,25 +134,9 @@ class TextEncoder(nn.Module):
     def output_dim(self) -> int:
         return self.body.config.hidden_size
 
-    def tokenize(self, captions: list[str], device: torch.device):
-        for i, caption in enumerate(captions):
-            if not isinstance(caption, str) or not caption.strip():
-                raise ValueError(f"caption {i} is empty: MDETR needs text to ground ({caption!r})")
-        tokenized = self.tokenizer(list(captions), padding="longest", return_tensors="pt")
-        length = tokenized["input_ids"].shape[1]
-        limit = caption_token_limit(self.body.config)
-        if limit is not None and length > limit:
-            raise ValueError(
-                f"a caption has {length} tokens; the text encoder {self.name!r} accepts at most "
-                f"{limit}"
-            )
-        if length > MAX_TOKEN_SLOTS - 1:
-            logger.warning(
-                "a caption has %d tokens: only positions 0..%d can be predicted as soft tokens; "
-                "positions %d..%d are encoded but cannot be grounded",
-                length, NO_OBJECT_SLOT - 1, NO_OBJECT_SLOT, length - 1,
-            )
-        return tokenized.to(device)
+    def tokenize(self, captions: list[str], device: torch.device) -> BatchEncoding:
+        return tokenize_captions(self.tokenizer, captions, caption_token_limit(self.body.config),
+                                 self.name).to(device)
 
     def forward(self, captions: list[str], device: torch.device) -> EncodedText:
         tokenized = self.tokenize(captions, device)
