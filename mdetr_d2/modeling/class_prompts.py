@@ -14,7 +14,7 @@ official LVIS evaluation) the names become captions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from detectron2.data import MetadataCatalog
@@ -23,7 +23,7 @@ from ..structures import clean_category_name
 from ..structures.tokenizer import NO_OBJECT_SLOT
 
 __all__ = ["PROMPT_STYLES", "SEPARATOR", "ClassPromptSettings", "ClassPrompts", "PromptChunk",
-           "caption_of", "class_names_of"]
+           "caption_of", "class_names_of", "route_inputs"]
 
 PROMPT_STYLES = ("per_class", "joined")
 SEPARATOR = " . "
@@ -253,3 +253,22 @@ class ClassPrompts:
         spans = chunk.spans.to(probs.device).gather(1, best)
         return boxes, scores.reshape(-1), spans.reshape(-1)
 
+
+
+def route_inputs(batched_inputs: list[dict], default_caption: str, settings: ClassPromptSettings,
+                 ground: Callable[[list[dict], list[str]], list[dict]],
+                 detect: Callable[[dict, Sequence[str]], dict]) -> list[dict]:
+    """Inference results of a batch, in input order: the inputs with a caption (see
+    :func:`caption_of`) are grounded together, ``ground(inputs, captions)``; every other one is
+    detected against its class list (:func:`class_names_of`), ``detect(input, names)``."""
+    captions = [caption_of(x, default_caption) for x in batched_inputs]
+    grounded = [i for i, c in enumerate(captions) if c is not None]
+    results: list = [None] * len(batched_inputs)
+    if grounded:
+        outputs = ground([batched_inputs[i] for i in grounded], [captions[i] for i in grounded])
+        for i, result in zip(grounded, outputs):
+            results[i] = result
+    for i, x in enumerate(batched_inputs):
+        if captions[i] is None:
+            results[i] = detect(x, class_names_of(x, i, settings))
+    return results

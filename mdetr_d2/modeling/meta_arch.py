@@ -18,7 +18,7 @@ from torchvision.ops import box_convert
 
 from ..structures.qa import load_qa_vocab
 from ..structures.tokenizer import MAX_TOKEN_SLOTS, caption_token_limit
-from .class_prompts import ClassPrompts, ClassPromptSettings, caption_of, class_names_of
+from .class_prompts import ClassPrompts, ClassPromptSettings, route_inputs
 from .criterion import MDETRCriterion
 from .heads import MLP, build_qa_head
 from .official_names import official_names_pre_hook
@@ -97,13 +97,36 @@ def normalize_and_pad(images: list[torch.Tensor], pixel_mean: torch.Tensor,
                       pixel_std: torch.Tensor) -> ImageList:
     """Normalise C×H×W images (on the statistics' device) and pad them bottom/right with zeros to
     the largest one (no size divisibility, §1.1)."""
+    channels = pixel_mean.shape[0]
+    for i, image in enumerate(images):
+        if not torch.is_tensor(image) or image.dim() != 3 or image.shape[0] != channels:
+            shape = tuple(image.shape) if torch.is_tensor(image) else type(image).__name__
+            raise ValueError(f"image {i}: expected a C×H×W tensor with {channels} channels (the "
+                             f"model's MODEL.PIXEL_MEAN), got {shape}")
     device = pixel_mean.device
     return ImageList.from_tensors([(im.to(device) - pixel_mean) / pixel_std for im in images], 0)
 
 
+def nearest_source_index(in_size, out_size, device: torch.device | None = None) -> torch.Tensor:
+    """The input index each of ``out_size`` outputs reads in torch's legacy nearest interpolation:
+    ``floor(i * (in_size / out_size))`` in float32, at most ``in_size - 1``.
+
+    Written as tensor arithmetic, so traced graphs follow the sizes given at run time, and so
+    that onnxruntime computes it as torch does (its ``Resize`` divides by ``out / in`` instead,
+    which rounds some boundary cells the other way).
+    """
+    scale = torch.as_tensor(in_size, dtype=torch.float32) / out_size
+    index = torch.arange(out_size, dtype=torch.float32, device=device) * scale.to(device)
+    return index.floor().long().clamp(max=in_size - 1)
+
+
 def feature_padding_mask(pixel_mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pixel padding mask (B×H×W, True = pad) at a feature size, by legacy nearest interpolation (§1.3)."""
-    return F.interpolate(pixel_mask[None].float(), size=size).to(torch.bool)[0]
+    """Pixel padding mask (B×H×W, True = pad) at a feature size, by legacy nearest interpolation
+    (§1.3; the same cells as ``F.interpolate(mode="nearest")``)."""
+    height, width = pixel_mask.shape[-2:]
+    rows = nearest_source_index(height, size[0], pixel_mask.device)
+    cols = nearest_source_index(width, size[1], pixel_mask.device)
+    return pixel_mask[:, rows][:, :, cols]
 
 
 @META_ARCH_REGISTRY.register()
@@ -301,20 +324,13 @@ class MDETR(nn.Module):
             captions = [x["caption"] for x in batched_inputs]
             outputs = self.forward_network(images.tensor, self.padding_mask(images), captions)
             return self.losses(outputs, images, batched_inputs)
-        captions = [caption_of(x, self.default_caption) for x in batched_inputs]
-        grounded = [i for i, c in enumerate(captions) if c is not None]
-        results: list = [None] * len(batched_inputs)
-        if grounded:
-            inputs = [batched_inputs[i] for i in grounded]
-            images = self.preprocess_image(inputs)
-            texts = [captions[i] for i in grounded]
-            outputs = self.forward_network(images.tensor, self.padding_mask(images), texts)
-            for i, result in zip(grounded, self.inference(outputs, images, inputs, texts)):
-                results[i] = result
-        for i, x in enumerate(batched_inputs):
-            if captions[i] is None:
-                results[i] = self.detect_classes(x, class_names_of(x, i, self.class_prompts))
-        return results
+        return route_inputs(batched_inputs, self.default_caption, self.class_prompts, self._ground,
+                            self.detect_classes)
+
+    def _ground(self, batched_inputs: list[dict], captions: list[str]) -> list[dict]:
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.forward_network(images.tensor, self.padding_mask(images), captions)
+        return self.inference(outputs, images, batched_inputs, captions)
 
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
         """Normalise and pad bottom/right with zeros to the largest image (no size divisibility, §1.1)."""

@@ -140,7 +140,13 @@ class TextEncoder(nn.Module):
 
     def forward(self, captions: list[str], device: torch.device) -> EncodedText:
         tokenized = self.tokenize(captions, device)
-        out = self.body(input_ids=tokenized["input_ids"], attention_mask=tokenized["attention_mask"])
-        features = self.resizer(out.last_hidden_state)
-        padding_mask = tokenized["attention_mask"].ne(1)
-        return EncodedText(tokenized, features, padding_mask, out.pooler_output)
+        features, padding_mask, pooled = self.encode_tokens(tokenized["input_ids"],
+                                                            tokenized["attention_mask"])
+        return EncodedText(tokenized, features, padding_mask, pooled)
+
+    def encode_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Resized features (B×L×D), padding mask (B×L, True = pad) and pooled output of
+        tokenized captions (``input_ids`` and ``attention_mask``, B×L)."""
+        out = self.body(input_ids=input_ids, attention_mask=attention_mask)
+        return self.resizer(out.last_hidden_state), attention_mask.ne(1), out.pooler_output
