@@ -1,5 +1,8 @@
 from setuptools import find_packages, setup
 
+# Verified with torch 2.14.1 on Python 3.11 (README "Export").
+EXPORT = ["onnx==1.23.2", "onnxruntime==1.31.1"]
+
 setup(
     name="mdetr_d2",
     version="0.1.0",
@@ -23,5 +26,7 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest"]},
+    # `pip install mdetr_d2[export]`: ONNX export (tools/export_model.py --format onnx) and running
+    # ONNX exports on CPU. The dev extra (scripts/setup.sh) includes it, so the suite tests export.
+    extras_require={"export": EXPORT, "dev": ["pytest", *EXPORT]},
 )

@@ -18,6 +18,11 @@ What is measured (all on one synthetic padded batch, at the evaluation resolutio
   encoded beforehand as the official evaluation does; with ``--official`` also the official
   per-chunk loop of ``scripts/eval_lvis.py`` on the same weights, and how its detections agree
   with ``per_class``;
+* export (``--export torchscript onnx``): the model exported with ``tools/export_model.py``'s
+  code in each backbone mode, the same padded batches (``--export-batch-sizes``, default 1 and 4)
+  through the eager model, the TorchScript graphs and onnxruntime (CPU), images/s of each and the
+  max |exported - eager| of the raw outputs (``--fp64-check``: also each one's distance from the
+  eager model in float64);
 * with ``--official PATH`` (a checkout of the official MDETR code, not part of this repository): the
   official model is built with the same weights (our state dict converted back to official names),
   the outputs (logits, boxes, projections, ``res5`` features) are compared (``--atol``, strict for the
@@ -551,6 +556,48 @@ def run_inference(args, models: dict, official, device, results: dict) -> None:
         logger.info("inference %s", json.dumps(row))
 
 
+def run_export(args, models: dict, device, results: dict) -> None:
+    """Eager vs TorchScript vs onnxruntime on the same weights and padded batches (CPU)."""
+    import copy
+
+    from mdetr_d2.export import ExportedMDETR, export_mdetr
+    from mdetr_d2.export.exporter import raw_outputs
+
+    if device.type != "cpu":
+        raise ValueError("--export measures CPU runtimes: run with --device cpu")
+    for mode, model in models.items():
+        runtimes = {}
+        for fmt in args.export:
+            folder = os.path.join(args.cache_dir, "export", mode, fmt)
+            export_mdetr(model, folder, fmt, check=False)
+            name = "onnxruntime" if fmt == "onnx" else fmt
+            runtimes[name] = ExportedMDETR(folder, num_threads=torch.get_num_threads())
+        for batch in args.export_batch_sizes:
+            inputs = training_inputs(model, model.text_encoder.tokenizer, batch, args.short_side,
+                                     args.long_side)
+            images, mask = padded_batch(model, inputs)
+            sizes = torch.tensor(model.preprocess_image(inputs).image_sizes)
+            captions = [x["caption"] for x in inputs]
+            fns = {"eager": lambda: raw_outputs(model, images, mask, captions)}
+            for name, runtime in runtimes.items():
+                fns[name] = lambda r=runtime: r.network(images, sizes, captions)
+            times = timed_interleaved(fns, args.iters, args.warmup, device)
+            row = {"mode": mode, "batch": batch, "input": list(images.shape[-2:])}
+            row.update({name: summary(times[name], batch) for name in fns})
+            reference = fns["eager"]()
+            outputs = {name: fns[name]() for name in runtimes}
+            row["max_abs_diff"] = {name: {k: (v - reference[k]).abs().max().item()
+                                          for k, v in out.items()}
+                                   for name, out in outputs.items()}
+            if args.fp64_check:
+                exact = raw_outputs(copy.deepcopy(model).double(), images.double(), mask, captions)
+                row["fp32_vs_fp64"] = {
+                    name: {k: (v.double() - exact[k]).abs().max().item() for k, v in out.items()}
+                    for name, out in {"eager": reference, **outputs}.items()}
+            results["export"].append(row)
+            logger.info("export %s", json.dumps(row))
+
+
 def fp64_check(models: dict, official, images: torch.Tensor, mask: torch.Tensor, captions: list[str],
                fp32_outputs: dict) -> dict:
     """Both models once in float64. ``same_function``: ours (each mode) vs official in float64, where
@@ -783,6 +830,14 @@ def format_table(results: dict) -> str:
                      f"labels {'equal' if p['labels_equal'] else 'DIFFER'}, scores {d['scores']:.1e}, "
                      f"boxes {d['boxes_px']:.1e} px")
         lines.append(line)
+    for r in results.get("export") or []:
+        runtimes = [k for k in ("eager", "torchscript", "onnxruntime") if k in r]
+        diffs = "; ".join(f"{name} " + ", ".join(f"{k.removeprefix('pred_')} {v:.1e}"
+                                                  for k, v in d.items())
+                          for name, d in r["max_abs_diff"].items())
+        lines.append(f"export ({r['mode']} mode), batch {r['batch']}, {r['input'][0]}x{r['input'][1]}: "
+                     + ", ".join(f"{name} {r[name]['throughput']:.3f} img/s" for name in runtimes)
+                     + f"; max |exported - eager|: {diffs}")
     c = results.get("captions")
     if c:
         lines.append(f"{c['captions']} captions on 1 image: predict_captions {c['batched']['latency_ms_median'] / 1e3:.2f} s, "
@@ -810,6 +865,10 @@ def parse_args(argv=None):
     p.add_argument("--captions", type=int, default=0, help="many-captions mode: N phrases on one image")
     p.add_argument("--class-prompts", type=int, default=0,
                    help="class-prompt detection of the first N LVIS names on one image (1203: all)")
+    p.add_argument("--export", nargs="*", choices=["torchscript", "onnx"], default=[],
+                   help="also export the model and time eager vs these runtimes (CPU)")
+    p.add_argument("--export-batch-sizes", type=int, nargs="*", default=[1, 4],
+                   help="batches of the export rows")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     p.add_argument("--modes", nargs="+", choices=["exact", "fast"], default=["exact", "fast"],
                    help="backbone arithmetic modes to measure (same weights): exact = the official arithmetic "
@@ -868,9 +927,11 @@ def main(argv=None) -> int:
                     "iters": args.iters, "train_iters": args.train_iters, "warmup": args.warmup},
         "train_input": f"{args.short_side}x{args.long_side}",
         "official": bool(official), "inference": [], "training": [], "captions": None,
-        "class_prompts": None,
+        "class_prompts": None, "export": [],
     }
     run_inference(args, models, official, device, results)
+    if args.export:  # before training, which changes the weights
+        run_export(args, models, device, results)
     if args.class_prompts:  # before training, which changes both models' weights
         run_class_prompts(args, models, official, device, results)
     if args.train_batch_sizes:

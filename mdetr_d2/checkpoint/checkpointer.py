@@ -98,12 +98,14 @@ class MDETRCheckpointer(DetectionCheckpointer):
         self._weights_only = checkpointables is not None and len(checkpointables) == 0
         return super().load(path, checkpointables=checkpointables)
 
-    def load_weights(self, ckpt: dict, source: str) -> None:
+    def load_weights(self, ckpt: dict, source: str):
         """Weights-only load of a checkpoint already read from ``source`` (large files are read
-        once)."""
+        once). Returns fvcore's incompatible keys (``missing_keys``, ``unexpected_keys``)."""
         self._weights_only = True
         self.loaded_file = source
-        self._log_incompatible_keys(self._load_model(self._weights_of(ckpt, source)))
+        incompatible = self._load_model(self._weights_of(ckpt, source))
+        self._log_incompatible_keys(incompatible)
+        return incompatible
 
     def _load_file(self, filename: str) -> dict:
         ckpt = self._read(filename)

@@ -25,7 +25,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from detectron2.export import TracingAdapter, dump_torchscript_IR
+from detectron2.utils.file_io import PathManager
 
+from ..checkpoint import CheckpointError, MDETRCheckpointer, load_checkpoint_file
 from ..modeling.meta_arch import MDETR, normalize_and_pad
 from ..modeling.text_encoder import caption_token_limit
 from .graphs import (
@@ -76,12 +78,15 @@ def synthetic_image(height: int, width: int, seed: int) -> torch.Tensor:
 def _tracing_messages() -> Iterator[None]:
     """Silence what every trace of this model says: tracer warnings on Python values computed
     from shapes (error checks and Hugging Face's mask helpers; :func:`check_export` verifies
-    that the graphs follow new shapes) and the deprecation notices of ``torch.jit.trace`` and
-    the TorchScript-based ONNX exporter (see the module docstring for that choice)."""
+    that the graphs follow new shapes), the deprecation notices of ``torch.jit.trace`` and the
+    TorchScript-based ONNX exporter (see the module docstring for that choice), and the ONNX
+    exporter's caution about negative gather indices."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated")
         warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export")
+        # Our gathers (padding-mask cells, image_index) never index with negative values.
+        warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced")
         yield
 
 
@@ -160,6 +165,29 @@ def _export_graph(graph: torch.nn.Module, inputs: tuple, input_names: Sequence[s
                 opset_version=ONNX_OPSET, dynamo=False,
             )
     return output_names
+
+
+def load_export_weights(cfg, model: MDETR) -> None:
+    """Load ``cfg.MODEL.WEIGHTS`` into ``model``, refusing a file that does not hold every weight
+    of the model (an exported graph would carry the rest at their random initialization).
+
+    Raises:
+        CheckpointError: no weights file, a file for another architecture (shapes that disagree,
+            no shared name: see :class:`MDETRCheckpointer`), or model weights missing from it.
+    """
+    if not cfg.MODEL.WEIGHTS:
+        raise CheckpointError("MODEL.WEIGHTS is empty: an export needs trained weights "
+                              "(give MODEL.WEIGHTS, or --official)")
+    path = PathManager.get_local_path(cfg.MODEL.WEIGHTS)
+    incompatible = MDETRCheckpointer.from_config(cfg, model).load_weights(
+        load_checkpoint_file(path), cfg.MODEL.WEIGHTS)
+    missing = incompatible.missing_keys
+    if missing:
+        raise CheckpointError(
+            f"{cfg.MODEL.WEIGHTS}: {len(missing)} weight(s) of the model are not in the file "
+            f"(first: {', '.join(sorted(missing)[:5])}): weights of another configuration? "
+            "Export a config that matches the checkpoint"
+        )
 
 
 def model_facts(model: MDETR) -> dict:
