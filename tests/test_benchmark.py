@@ -70,3 +70,31 @@ def test_official_shims_and_key_mapping(tmp_path, official_fixtures):
     assert prompts["mode"] == "exact" and prompts["labels_equal"]
     assert prompts["max_abs_diff"]["scores"] < 1e-4 and prompts["max_abs_diff"]["boxes_px"] < 1e-2
     assert prompts["outputs_agree"] and prompts["per_class_speedup"] > 0
+
+
+def test_benchmark_export_rows(tmp_path):
+    """--export: eager vs TorchScript vs onnxruntime rows, both backbone modes, same inputs."""
+    out = tmp_path / "bench.json"
+    text_encoder = _benchmark.synthetic_text_encoder(tmp_path, "tiny")
+    tiny = _tiny_opts(text_encoder)
+    model_opts = tiny[tiny.index("--opts"):]
+    assert _benchmark.main([
+        "--output", str(out), "--text-encoder", text_encoder, "--device", "cpu",
+        "--short-side", "64", "--long-side", "96", "--batch-sizes", "--train-batch-sizes",
+        "--export", "torchscript", "onnx", "--export-batch-sizes", "1", "2", "--iters", "1",
+        "--warmup", "0", "--cache-dir", str(tmp_path / "cache"), *model_opts,
+    ]) == 0
+    r = json.loads(out.read_text())
+    assert r["inference"] == [] and r["training"] == []
+    rows = {(row["mode"], row["batch"]): row for row in r["export"]}
+    assert set(rows) == {(m, b) for m in ("exact", "fast") for b in (1, 2)}
+    for row in rows.values():
+        assert {"eager", "torchscript", "onnxruntime"} <= set(row)
+        assert row["onnxruntime"]["throughput"] > 0
+        assert row["max_abs_diff"]["torchscript"]["pred_logits"] == 0.0
+        assert row["max_abs_diff"]["onnxruntime"]["pred_logits"] <= 1e-4
+        assert row["max_abs_diff"]["onnxruntime"]["pred_boxes"] <= 1e-5
+    assert "export (fast mode), batch 2, 64x96: eager" in r["table"]
+    load = r["load_average"]
+    assert load["start"] >= 0 and load["end"] >= 0 and load["cpus"] >= 1
+    assert f"load average (1 min, start / end): {load['start']:.2f} / {load['end']:.2f}" in r["table"]

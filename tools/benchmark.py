@@ -793,8 +793,11 @@ def format_table(results: dict) -> str:
     modes = results["options"]["modes"]
     head = ["phase", "batch", "input", *(f"ours {m}" for m in modes), "official",
             *(f"{m}/official" for m in modes), *(f"max |{m} - official| logits / boxes / res5" for m in modes)]
+    load = results.get("load_average")
     lines = [f"device: {results['device']}  threads: {results['threads']}  amp: {results['options']['amp']}  "
-             f"compile: {results['options']['compile']}",
+             f"compile: {results['options']['compile']}"
+             + (f"  load average (1 min, start / end): {load['start']:.2f} / {load['end']:.2f} on "
+                f"{load['cpus']} CPUs" if load else ""),
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def row(phase, r, size, fmt):
@@ -928,6 +931,8 @@ def main(argv=None) -> int:
         "train_input": f"{args.short_side}x{args.long_side}",
         "official": bool(official), "inference": [], "training": [], "captions": None,
         "class_prompts": None, "export": [],
+        # Other jobs skew absolute times (interleaved ratios less so): record how busy the machine was.
+        "load_average": {"start": os.getloadavg()[0], "end": None, "cpus": os.cpu_count()},
     }
     run_inference(args, models, official, device, results)
     if args.export:  # before training, which changes the weights
@@ -938,6 +943,7 @@ def main(argv=None) -> int:
         run_training(args, cfg, models, official, device, results)
     if args.captions:
         run_captions(args, predictor, device, results)
+    results["load_average"]["end"] = os.getloadavg()[0]
     table = format_table(results)
     results["table"] = table
     sys.stdout.write(table + "\n")
