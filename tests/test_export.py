@@ -8,13 +8,13 @@ order; the EfficientNet fixtures' random weights amplify rounding (backbone acti
 the eager model's own float32 logits are 1e-3 from float64), so there the bound is relative to
 that float32 error (see _assert_close_to_eager).
 """
-import argparse
 import copy
 import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.modeling import META_ARCH_REGISTRY
 
 from mdetr_d2.checkpoint import CheckpointError, build_official_model
 from mdetr_d2.export import ExportedMDETR, ExportError, export_mdetr
@@ -25,23 +25,25 @@ _export_tool = __import__("tools.export_model", fromlist=["main"])
 
 CASES = ("det_r18", "seg_eb0", "gqa_eb0", "clevr_eb0")
 LOGITS_TOL, BOXES_TOL = 1e-4, 1e-5
-# A padded batch of sizes never traced (TRACE_SIZES) whose first image ends exactly on a
-# stride-32 cell boundary of the padded batch (150 = 5 * 210 / 7): onnxruntime's Resize rounded
-# that cell the other way and grounded the first caption on padding.
+# Sizes never traced (TRACE_SIZES), checked one image at a time and as one padded batch. In the
+# batch the first image ends exactly on a stride-32 cell boundary (150 = 5 * 210 / 7):
+# onnxruntime's Resize rounded that cell the other way and grounded the first caption on padding.
 SIZES = ((150, 190), (210, 120))
 CAPTIONS = ("a man in a red shirt", "the cat")
-_MODELS = {}
 
 
-def _model(fixtures, case):
-    if case not in _MODELS:
-        _MODELS[case] = build_official_model(str(fixtures / case / "checkpoint.pth"),
-                                             text_encoder=str(fixtures / "tiny_roberta"),
-                                             device="cpu")
-    return _MODELS[case]
+def _tool_export(fixtures, case, fmt, folder, flags=(), opts=()):
+    """tools/export_model.py on a fixture checkpoint (as a user runs it), then the runtime of the
+    export and the eager model of the same config and weights (the tool's own builder)."""
+    argv = ["--official", str(fixtures / case / "checkpoint.pth"), "--text-encoder",
+            str(fixtures / "tiny_roberta"), "--format", fmt, "--export-method", "tracing",
+            "--output", str(folder), *flags, *opts]
+    assert _export_tool.main(argv) == 0
+    model = _export_tool.build_export_model(_export_tool.setup_cfg(_export_tool.parse_args(argv)))
+    return ExportedMDETR(str(folder), num_threads=1), model
 
 
-def _batch(model, sizes=SIZES, captions=CAPTIONS):
+def _batch(model, sizes, captions):
     images = normalize_and_pad([synthetic_image(h, w, 20 + i) for i, (h, w) in enumerate(sizes)],
                                model.pixel_mean, model.pixel_std)
     return images.tensor, torch.tensor(images.image_sizes), MDETR.padding_mask(images), list(captions)
@@ -52,21 +54,23 @@ def _max_diff(a, b):
 
 
 def _assert_close_to_eager(model, exported, fmt, case):
-    images, sizes, mask, captions = _batch(model)
+    """Raw outputs of each untraced size alone and of both as a padded batch."""
     assert all(s not in TRACE_SIZES for s in SIZES)
-    ours = exported.network(images, sizes, captions)
-    ref = raw_outputs(model, images, mask, captions)
-    assert set(ours) >= {"pred_logits", "pred_boxes"}
-    diffs = {k: _max_diff(v, ref[k]) for k, v in ours.items()}
-    if fmt == "torchscript" or case == "det_r18":
+    relative = fmt == "onnx" and case != "det_r18"
+    model64 = copy.deepcopy(model).double() if relative else None
+    for sizes in ((SIZES[0],), (SIZES[1],), SIZES):
+        images, image_sizes, mask, captions = _batch(model, sizes, CAPTIONS[:len(sizes)])
+        ours = exported.network(images, image_sizes, captions)
+        ref = raw_outputs(model, images, mask, captions)
+        assert set(ours) >= {"pred_logits", "pred_boxes"}
+        diffs = {k: _max_diff(v, ref[k]) for k, v in ours.items()}
         bounds = {k: BOXES_TOL if k == "pred_boxes" else LOGITS_TOL for k in diffs}
-    else:
-        # No further from the eager model than 10x the eager model's own float32 error (its
-        # distance from float64), or the target when that is larger.
-        exact = raw_outputs(copy.deepcopy(model).double(), images.double(), mask, captions)
-        bounds = {k: max(10 * _max_diff(ref[k], exact[k]),
-                         BOXES_TOL if k == "pred_boxes" else LOGITS_TOL) for k in diffs}
-    assert all(diffs[k] <= bounds[k] for k in diffs), (diffs, bounds)
+        if relative:
+            # No further from the eager model than 10x the eager model's own float32 error (its
+            # distance from float64), or the target when that is larger.
+            exact = raw_outputs(model64, images.double(), mask, captions)
+            bounds = {k: max(10 * _max_diff(ref[k], exact[k]), bounds[k]) for k in diffs}
+        assert all(diffs[k] <= bounds[k] for k in diffs), (sizes, diffs, bounds)
 
 
 def _assert_same_instances(ours, ref, box_tol):
@@ -94,12 +98,11 @@ def test_feature_padding_mask_is_torch_nearest_interpolation():
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 @pytest.mark.parametrize("case", CASES)
 def test_exported_graphs_match_eager(official_fixtures, tmp_path, case, fmt):
-    """Every fixture model (detection, segmentation, GQA, CLEVR with is-final), both formats, on
-    a padded batch of untraced sizes and text lengths; TorchScript also through the runtime
-    (Instances, masks, answers, class prompts)."""
-    model = _model(official_fixtures, case)
-    manifest = export_mdetr(model, str(tmp_path), fmt, check=False)
-    exported = ExportedMDETR(str(tmp_path), num_threads=1)
+    """Every fixture model (detection, segmentation, GQA, CLEVR with is-final), both formats,
+    exported with tools/export_model.py, on two untraced image sizes alone and as a padded batch;
+    TorchScript also through the runtime (Instances, masks, answers, class prompts)."""
+    exported, model = _tool_export(official_fixtures, case, fmt, tmp_path)
+    manifest = exported.manifest
     _assert_close_to_eager(model, exported, fmt, case)
     names = manifest["graphs"]["grounding"]["outputs"]
     assert ("pred_masks" in names) == (case == "seg_eb0")
@@ -123,38 +126,28 @@ def test_exported_graphs_match_eager(official_fixtures, tmp_path, case, fmt):
 
 @pytest.fixture(scope="module")
 def class_prompt_export(official_fixtures, tmp_path_factory):
-    """det_r18 exported to ONNX through the tool, configured for joined class prompts."""
-    folder = tmp_path_factory.mktemp("export_onnx")
+    """det_r18 exported to ONNX through the tool, configured for joined class prompts, traced on
+    a real image; with the eager model of the same config."""
     opts = ["MODEL.MDETR.CLASS_PROMPTS.NAMES", "['dog', 'man in red', 'small cat']",
             "MODEL.MDETR.CLASS_PROMPTS.STYLE", "joined"]
-    fixtures = official_fixtures
-    assert _export_tool.main([
-        "--official", str(fixtures / "det_r18" / "checkpoint.pth"),
-        "--text-encoder", str(fixtures / "tiny_roberta"), "--format", "onnx",
-        "--export-method", "tracing", "--output", str(folder),
-        "--sample-image", str(fixtures / "images" / "img0.png"), *opts,
-    ]) == 0
-    cfg = _export_tool.setup_cfg(argparse.Namespace(
-        official=str(fixtures / "det_r18" / "checkpoint.pth"),
-        text_encoder=str(fixtures / "tiny_roberta"), exact_backbone=False, opts=opts))
-    from detectron2.modeling import build_model
-
-    model = build_model(cfg).eval()
-    _export_tool.load_export_weights(cfg, model)
-    return folder, model
+    flags = ["--sample-image", str(official_fixtures / "images" / "img0.png")]
+    return _tool_export(official_fixtures, "det_r18", "onnx",
+                        tmp_path_factory.mktemp("export_onnx"), flags, opts)
 
 
 def test_tool_onnx_class_prompts_match_eager(class_prompt_export):
     """The user's path: tools/export_model.py --format onnx on an official checkpoint with a
-    class-prompt config (fast backbone by default); the runtime detects the configured classes
-    (an input without a caption) and grounds captions as the eager model of the same config."""
-    folder, model = class_prompt_export
-    exported = ExportedMDETR(str(folder), num_threads=1)
+    class-prompt config (fast backbone by default): raw outputs on untraced sizes, and the
+    runtime detects the configured classes (an input without a caption) and grounds captions as
+    the eager model of the same config."""
+    exported, model = class_prompt_export
     manifest = exported.manifest
     assert manifest["format"] == "onnx" and manifest["model"]["backbone_fast_path"]
     assert model.backbone.fast
+    assert manifest["traced"]["image_sizes"][0] != [224, 160]  # the evaluation resize of img0
     assert manifest["check"]["pred_logits"] <= LOGITS_TOL
     assert manifest["check"]["pred_boxes"] <= BOXES_TOL
+    _assert_close_to_eager(model, exported, "onnx", "det_r18")
     inputs = [{"image": synthetic_image(150, 190, 50)},
               {"image": synthetic_image(120, 170, 51), "caption": "the small cat"}]
     with torch.no_grad():
@@ -166,14 +159,33 @@ def test_tool_onnx_class_prompts_match_eager(class_prompt_export):
     _assert_same_instances(ours[1]["instances"], ref[1]["instances"], 1e-3)
 
 
-def test_bad_inputs_get_clear_errors(class_prompt_export, tmp_path):
-    folder, _ = class_prompt_export
-    exported = ExportedMDETR(str(folder), num_threads=1)
+def test_runtime_bad_inputs_get_clear_errors(class_prompt_export, tmp_path):
+    """Wrong images, prompts and tensors at run time; graph files of another export; not an
+    export folder."""
+    exported, _ = class_prompt_export
+    folder = exported.folder
     with pytest.raises(ValueError, match=r"image 0: expected a C×H×W tensor with 3 channels.*"
                                          r"\(4, 64, 64\)"):
         exported([{"image": torch.zeros(4, 64, 64), "caption": "a dog"}])
     with pytest.raises(ValueError, match=r"text_encoder\.onnx.* accepts at most 512"):
         exported([{"image": synthetic_image(64, 64, 0), "caption": "dog " * 600}])
+    with pytest.raises(ValueError, match=r"image_encoder\.onnx: input 'images' must be float32, "
+                                         r"got float64"):
+        exported([{"image": synthetic_image(64, 64, 0).double(), "caption": "a dog"}])
+    images, sizes, _, captions = _batch(exported, SIZES, CAPTIONS)
+    with pytest.raises(ValueError, match=r"input 'images' must have shape \(images, 3, height, "
+                                         r"width\), got \(2, 210, 190\)"):
+        exported.encode_images(images[:, 0], sizes)
+    with pytest.raises(ValueError, match=r"input 'image_sizes' must be int64, got int32"):
+        exported.encode_images(images, sizes.int())
+    with pytest.raises(ValueError, match=r"inputs 'images' and 'image_sizes' disagree on axis "
+                                         r"'images': 2 vs 1"):
+        exported.encode_images(images, sizes[:1])
+    with pytest.raises(ValueError, match=r"grounding\.onnx: input 'text_features' must have shape "
+                                         r"\(texts, tokens, \d+\), got \(2, \d+, 10\)"):
+        text = exported.encode_text(captions)
+        text.features = text.features[..., :10]
+        exported.network(images, sizes, text)
     # A graph file of another export (other weights) next to this manifest.
     mixed = tmp_path / "mixed"
     shutil.copytree(folder, mixed)
@@ -182,14 +194,35 @@ def test_bad_inputs_get_clear_errors(class_prompt_export, tmp_path):
     with pytest.raises(ExportError, match=r"grounding\.onnx: not the grounding graph exported "
                                           r"with .*manifest\.json"):
         ExportedMDETR(str(mixed))
+    (mixed / "text_encoder.onnx").unlink()
+    with pytest.raises(ExportError, match=r"text_encoder\.onnx: missing"):
+        ExportedMDETR(str(mixed))
     with pytest.raises(ExportError, match="no manifest.json"):
         ExportedMDETR(str(tmp_path))
 
 
-def test_tool_refuses_weights_of_another_model(official_fixtures, tmp_path):
+@META_ARCH_REGISTRY.register()
+class _MDETRWithQualityHead(MDETR):
+    """A user's extension with an extra inference output the export does not know."""
+
+    def decode(self, enc, boxes_only=False):
+        out = super().decode(enc, boxes_only)
+        out["pred_quality"] = out["pred_logits"][..., :1]
+        return out
+
+
+def test_tool_bad_input_gets_clear_errors(official_fixtures, tmp_path):
+    """Wrong or missing weight files, weights of another model, unsupported configs: a clear
+    error naming the file or the setting, and nothing exported."""
     fixtures = official_fixtures
     base = ["--official", str(fixtures / "det_r18" / "checkpoint.pth"), "--text-encoder",
             str(fixtures / "tiny_roberta"), "--output", str(tmp_path)]
+    with pytest.raises(CheckpointError, match=r"img0\.png"):  # not a checkpoint
+        _export_tool.main(base[:1] + [str(fixtures / "images" / "img0.png")] + base[2:])
+    with pytest.raises(CheckpointError, match=r"MODEL\.WEIGHTS is empty"):
+        _export_tool.main(base + ["MODEL.WEIGHTS", ""])
+    with pytest.raises(CheckpointError, match=r"missing\.pth: no such checkpoint file"):
+        _export_tool.main(base + ["MODEL.WEIGHTS", str(tmp_path / "missing.pth")])
     # A checkpoint of another architecture (EfficientNet QA model into the ResNet detector).
     other = str(fixtures / "gqa_eb0" / "checkpoint.pth")
     with pytest.raises(CheckpointError, match="gqa_eb0/checkpoint.pth"):
@@ -198,4 +231,12 @@ def test_tool_refuses_weights_of_another_model(official_fixtures, tmp_path):
     with pytest.raises(CheckpointError, match=r"det_r18/checkpoint.pth: 2 weight\(s\) of the "
                                               r"model are not in the file.*isfinal_embed"):
         _export_tool.main(base + ["MODEL.MDETR.PREDICT_FINAL", "True"])
+    # Unsupported: a head whose output the graphs would drop; another meta-architecture.
+    with pytest.raises(ExportError, match=r"unsupported head for export: _MDETRWithQualityHead "
+                                          r"returns \['pred_quality'\]"):
+        _export_tool.main(base + ["MODEL.META_ARCHITECTURE", "_MDETRWithQualityHead"])
+    with pytest.raises(ExportError, match=r"cannot export MODEL\.META_ARCHITECTURE 'GeneralizedRCNN'"):
+        _export_tool.main(base + ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
+    with pytest.raises(SystemExit):  # argparse: tracing is the only export method
+        _export_tool.parse_args(base + ["--export-method", "scripting"])
     assert not (tmp_path / "manifest.json").exists()

@@ -28,12 +28,14 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import detection_utils
 from detectron2.data import transforms as T
-from detectron2.modeling import build_model
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
 from mdetr_d2 import add_mdetr_config
 from mdetr_d2.checkpoint import official_cfg
 from mdetr_d2.data.transforms import build_augmentation_from_config
-from mdetr_d2.export.exporter import FORMATS, export_mdetr, load_export_weights
+from mdetr_d2.export import ExportError
+from mdetr_d2.export.exporter import FORMATS, check_exportable, export_mdetr, load_export_weights
+from mdetr_d2.modeling.meta_arch import MDETR
 
 logger = logging.getLogger("mdetr_d2.export_model")
 
@@ -56,6 +58,23 @@ def setup_cfg(args):
     return cfg
 
 
+def build_export_model(cfg) -> MDETR:
+    """The model of ``cfg`` in eval mode with every weight from ``cfg.MODEL.WEIGHTS``.
+
+    Raises:
+        ExportError: a meta-architecture other than MDETR (checked before building it).
+        CheckpointError: weights missing, unreadable or of another model.
+    """
+    arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    if not (isinstance(arch, type) and issubclass(arch, MDETR)):
+        raise ExportError(f"cannot export MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE!r}: "
+                          "the export supports the MDETR meta-architecture (or a subclass)")
+    model = build_model(cfg).eval()
+    check_exportable(model)
+    load_export_weights(cfg, model)
+    return model
+
+
 def sample_image(path: str, cfg) -> torch.Tensor:
     """An image file as the model's input: the evaluation resize, C×H×W float pixels."""
     image = detection_utils.read_image(path, format=cfg.INPUT.FORMAT)
@@ -64,7 +83,7 @@ def sample_image(path: str, cfg) -> torch.Tensor:
     return torch.as_tensor(aug_input.image.astype("float32").transpose(2, 0, 1))
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config-file", metavar="FILE", help="mdetr_d2 YAML config")
     parser.add_argument("--official", help="official MDETR checkpoint file or released name "
@@ -84,12 +103,16 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides KEY VALUE ...")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     if bool(args.config_file) == bool(args.official):
         parser.error("give either --config-file or --official")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     cfg = setup_cfg(args)
-    model = build_model(cfg).eval()
-    load_export_weights(cfg, model)
+    model = build_export_model(cfg)
     image = sample_image(args.sample_image, cfg) if args.sample_image else None
     manifest = export_mdetr(model, args.output, args.format, sample_image=image,
                             sample_caption=args.sample_caption, cfg=cfg, dump_ir=args.dump_ir)

@@ -45,6 +45,7 @@ from .manifest import (
     GRAPHS,
     MANIFEST_VERSION,
     TOKENIZER_DIR,
+    ExportError,
     sha256_of,
     write_manifest,
 )
@@ -143,6 +144,33 @@ def _dynamic_axes(names: Sequence[str]) -> dict[str, dict[int, str]]:
     return {name: axes.get(name, {0: "texts"}) for name in names}
 
 
+def input_specs(inputs: tuple, input_names: Sequence[str]) -> dict[str, dict]:
+    """Dtype and shape of each graph input as the runtime checks them: a named axis (a dynamic
+    one: batch, image size, text length) or the size the graph was traced with."""
+    axes = _dynamic_axes(input_names)
+    return {name: {"dtype": str(t.dtype).removeprefix("torch."),
+                   "shape": [axes[name].get(i, size) for i, size in enumerate(t.shape)]}
+            for name, t in zip(input_names, inputs)}
+
+
+def check_exportable(model: torch.nn.Module) -> None:
+    """Refuse what the graphs cannot represent, before any weights are loaded or traced.
+
+    Raises:
+        ExportError: not an MDETR model (another ``MODEL.META_ARCHITECTURE``), not in eval mode,
+            or not on CPU.
+    """
+    if not isinstance(model, MDETR):
+        raise ExportError(f"cannot export a {type(model).__name__}: the export supports the MDETR "
+                          "meta-architecture (MODEL.META_ARCHITECTURE 'MDETR' or a subclass)")
+    if model.training:
+        raise ExportError("export a model in eval mode (model.eval()): the graphs are inference "
+                          "graphs")
+    if model.device.type != "cpu":
+        raise ExportError(f"export a CPU model (MODEL.DEVICE cpu), not {model.device}: the traced "
+                          "graphs keep the device they were traced on")
+
+
 def _export_graph(graph: torch.nn.Module, inputs: tuple, input_names: Sequence[str], path: str,
                   fmt: str, dump_ir: bool) -> list[str]:
     """Trace ``graph`` on ``inputs`` and write it to ``path``; returns its output names."""
@@ -230,12 +258,8 @@ def export_mdetr(model: MDETR, output_dir: str, fmt: str = "torchscript", *,
         check: run :func:`check_export` and record its differences in the manifest.
     """
     if fmt not in FORMATS:
-        raise ValueError(f"export format must be one of {FORMATS}, got {fmt!r}")
-    if model.training:
-        raise ValueError("export a model in eval mode (model.eval()): the graphs are inference graphs")
-    if model.device.type != "cpu":
-        raise ValueError(f"export a CPU model (MODEL.DEVICE cpu), not {model.device}: the traced "
-                         "graphs keep the device they were traced on")
+        raise ExportError(f"export format must be one of {FORMATS}, got {fmt!r}")
+    check_exportable(model)
     if sample_image is None:
         images = [synthetic_image(h, w, seed) for seed, (h, w) in enumerate(TRACE_SIZES)]
     else:
@@ -252,7 +276,8 @@ def export_mdetr(model: MDETR, output_dir: str, fmt: str = "torchscript", *,
         path = os.path.join(output_dir, name + GRAPH_SUFFIX[fmt])
         outputs = _export_graph(modules[name], inputs[name], input_names[name], path, fmt, dump_ir)
         graphs[name] = {"file": os.path.basename(path), "sha256": sha256_of(path),
-                        "inputs": list(input_names[name]), "outputs": outputs}
+                        "inputs": list(input_names[name]), "outputs": outputs,
+                        "input_specs": input_specs(inputs[name], input_names[name])}
         logger.info("exported the %s graph to %s", name, path)
     model.text_encoder.tokenizer.save_pretrained(os.path.join(output_dir, TOKENIZER_DIR))
     manifest = {

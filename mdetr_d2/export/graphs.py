@@ -22,6 +22,7 @@ from torch import nn
 
 from ..modeling.meta_arch import MDETR, ImageFeatures
 from ..modeling.text_encoder import EncodedText
+from .manifest import ExportError
 
 TEXT_INPUTS = ("input_ids", "attention_mask")
 IMAGE_INPUTS = ("images", "image_sizes")
@@ -31,6 +32,9 @@ MASK_HEAD_LEVELS = ("res2", "res3", "res4")
 # Raw outputs that post-processing reads (auxiliary-layer and training-only outputs are dropped).
 INFERENCE_OUTPUTS = ("pred_logits", "pred_boxes", "pred_isfinal", "pred_masks")
 QA_OUTPUT_PREFIX = "pred_answer"
+# Raw outputs only the losses read (auxiliary layers, contrastive projections), left out of the graph.
+TRAINING_OUTPUTS = ("aux_outputs", "proj_queries", "proj_tokens", "img_pooled", "text_pooled",
+                    "tokenized")
 
 
 def pixel_padding_mask(images: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
@@ -102,5 +106,13 @@ class GroundingGraph(nn.Module):
                                  projected, pos).index_select(image_index)
         text = EncodedText(None, text_features, text_padding_mask)
         out = model.decode(model.encode(features, None, text))
-        return {k: v for k, v in out.items()
+        kept = {k: v for k, v in out.items()
                 if k in INFERENCE_OUTPUTS or k.startswith(QA_OUTPUT_PREFIX)}
+        unknown = sorted(set(out) - set(kept) - set(TRAINING_OUTPUTS))
+        if unknown:
+            # A head this export does not know: dropping its output would deploy a model that
+            # silently lacks it, and the runtime's post-processing would not read it.
+            raise ExportError(
+                f"unsupported head for export: {type(model).__name__} returns {unknown}; the "
+                f"export carries {list(INFERENCE_OUTPUTS)} and {QA_OUTPUT_PREFIX}* (QA heads)")
+        return kept

@@ -28,14 +28,48 @@ logger = logging.getLogger(__name__)
 _PROMPT_CACHE_SIZE = 4
 
 
+def check_graph_inputs(path: str, specs: dict[str, dict], tensors: dict) -> None:
+    """Check ``tensors`` against the graph's input specs (dtype; shape: the traced size of fixed
+    axes, one size per named dynamic axis across the inputs), so that a wrong input is named
+    here rather than deep inside TorchScript or onnxruntime.
+
+    Raises:
+        ValueError: a missing input, not a tensor, another dtype or rank, a fixed axis of
+            another size, or a dynamic axis with different sizes in two inputs.
+    """
+    seen: dict[str, tuple[str, int]] = {}
+    for name, spec in specs.items():
+        t = tensors.get(name)
+        expected = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
+        if not torch.is_tensor(t):
+            raise ValueError(f"{path}: input {name!r} must be a {spec['dtype']} tensor of shape "
+                             f"{expected}, got {type(t).__name__}")
+        if t.dtype != getattr(torch, spec["dtype"]):
+            raise ValueError(f"{path}: input {name!r} must be {spec['dtype']}, got "
+                             f"{str(t.dtype).removeprefix('torch.')}")
+        fixed = all(isinstance(d, str) or d == n for d, n in zip(spec["shape"], t.shape))
+        if t.dim() != len(spec["shape"]) or not fixed:
+            raise ValueError(f"{path}: input {name!r} must have shape {expected}, got "
+                             f"{tuple(t.shape)}")
+        for axis, size in zip(spec["shape"], t.shape):
+            if isinstance(axis, str):
+                other, other_size = seen.setdefault(axis, (name, size))
+                if other_size != size:
+                    raise ValueError(f"{path}: inputs {other!r} and {name!r} disagree on axis "
+                                     f"{axis!r}: {other_size} vs {size}")
+
+
 class _TorchScriptGraph:
     """A traced graph: tensors in, tensors out."""
 
     def __init__(self, path: str, spec: dict):
+        self.path = path
         self.module = torch.jit.load(path, map_location="cpu")
         self.inputs, self.outputs = spec["inputs"], spec["outputs"]
+        self.input_specs = spec["input_specs"]
 
     def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_graph_inputs(self.path, self.input_specs, tensors)
         with torch.no_grad():
             values = self.module(*(tensors[name] for name in self.inputs))
         return dict(zip(self.outputs, values))
@@ -54,9 +88,12 @@ class _OnnxGraph:
         if num_threads:
             options.intra_op_num_threads = num_threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.path = path
         self.inputs, self.outputs = spec["inputs"], spec["outputs"]
+        self.input_specs = spec["input_specs"]
 
     def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
+        check_graph_inputs(self.path, self.input_specs, tensors)
         feeds = {name: tensors[name].cpu().numpy() for name in self.inputs}
         values = self.session.run(self.outputs, feeds)
         return {name: torch.from_numpy(v) for name, v in zip(self.outputs, values)}
