@@ -46,7 +46,8 @@ def _tool_export(fixtures, case, fmt, folder, flags=(), opts=()):
 def _batch(model, sizes, captions):
     images = normalize_and_pad([synthetic_image(h, w, 20 + i) for i, (h, w) in enumerate(sizes)],
                                model.pixel_mean, model.pixel_std)
-    return images.tensor, torch.tensor(images.image_sizes), MDETR.padding_mask(images), list(captions)
+    sizes = torch.tensor(images.image_sizes)
+    return images.tensor, sizes, MDETR.padding_mask(images), list(captions)
 
 
 def _max_diff(a, b):
@@ -90,7 +91,8 @@ def test_feature_padding_mask_is_torch_nearest_interpolation():
     torch.manual_seed(0)
     for size in range(1, 300):
         mask = torch.rand(2, size, 3) > 0.5
-        for out in {1, -(-size // 32), -(-size // 16), -(-size // 4), size, 2 * size, size // 3 + 1}:
+        strides = {-(-size // 32), -(-size // 16), -(-size // 4)}
+        for out in {1, *strides, size, 2 * size, size // 3 + 1}:
             ref = F.interpolate(mask[None].float(), size=(out, 3)).bool()[0]
             assert torch.equal(feature_padding_mask(mask, (out, 3)), ref), (size, out)
 
@@ -235,7 +237,7 @@ def test_tool_bad_input_gets_clear_errors(official_fixtures, tmp_path):
     with pytest.raises(ExportError, match=r"unsupported head for export: _MDETRWithQualityHead "
                                           r"returns \['pred_quality'\]"):
         _export_tool.main(base + ["MODEL.META_ARCHITECTURE", "_MDETRWithQualityHead"])
-    with pytest.raises(ExportError, match=r"cannot export MODEL\.META_ARCHITECTURE 'GeneralizedRCNN'"):
+    with pytest.raises(ExportError, match=r"cannot export MODEL\.META_ARCHITECTURE 'Generalized"):
         _export_tool.main(base + ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"])
     with pytest.raises(SystemExit):  # argparse: tracing is the only export method
         _export_tool.parse_args(base + ["--export-method", "scripting"])

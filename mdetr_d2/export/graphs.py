@@ -32,7 +32,7 @@ MASK_HEAD_LEVELS = ("res2", "res3", "res4")
 # Raw outputs that post-processing reads (auxiliary-layer and training-only outputs are dropped).
 INFERENCE_OUTPUTS = ("pred_logits", "pred_boxes", "pred_isfinal", "pred_masks")
 QA_OUTPUT_PREFIX = "pred_answer"
-# Raw outputs only the losses read (auxiliary layers, contrastive projections), left out of the graph.
+# Raw outputs only the losses read (auxiliary layers, contrastive projections): not exported.
 TRAINING_OUTPUTS = ("aux_outputs", "proj_queries", "proj_tokens", "img_pooled", "text_pooled",
                     "tokenized")
 

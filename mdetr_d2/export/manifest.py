@@ -46,9 +46,12 @@ def read_manifest(folder: str) -> dict:
                           "(tools/export_model.py writes one)") from None
     except json.JSONDecodeError as e:
         raise ExportError(f"{path}: not valid JSON ({e})") from None
-    if manifest.get("manifest_version") != MANIFEST_VERSION or manifest.get("format") not in FORMATS:
-        raise ExportError(f"{path}: manifest version {manifest.get('manifest_version')!r}, format "
-                          f"{manifest.get('format')!r}; this mdetr_d2 reads version "
+    if not isinstance(manifest, dict):
+        manifest = {}
+    version, fmt = manifest.get("manifest_version"), manifest.get("format")
+    if version != MANIFEST_VERSION or fmt not in FORMATS:
+        raise ExportError(f"{path}: manifest version {version!r}, format "
+                          f"{fmt!r}; this mdetr_d2 reads version "
                           f"{MANIFEST_VERSION} in {FORMATS}: export the model again")
     for name in GRAPHS:
         spec = manifest["graphs"][name]
