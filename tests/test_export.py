@@ -201,6 +201,8 @@ def test_runtime_bad_inputs_get_clear_errors(class_prompt_export, tmp_path):
         ExportedMDETR(str(mixed))
     with pytest.raises(ExportError, match="no manifest.json"):
         ExportedMDETR(str(tmp_path))
+    with pytest.raises(ExportError, match=r"grounding\.onnx: no manifest\.json"):
+        ExportedMDETR(str(grounding))  # a graph file instead of its folder
 
 
 @META_ARCH_REGISTRY.register()

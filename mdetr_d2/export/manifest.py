@@ -9,7 +9,7 @@ FORMATS = ("torchscript", "onnx")
 GRAPH_SUFFIX = {"torchscript": ".ts", "onnx": ".onnx"}
 GRAPHS = ("text_encoder", "image_encoder", "grounding")
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: per-input dtypes and shapes (input_specs)
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -41,9 +41,10 @@ def read_manifest(folder: str) -> dict:
     try:
         with open(path) as f:
             manifest = json.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ExportError(f"{folder}: no {MANIFEST}: not an MDETR export folder "
-                          "(tools/export_model.py writes one)") from None
+                          "(tools/export_model.py writes one; give the folder, not a graph file)"
+                          ) from None
     except json.JSONDecodeError as e:
         raise ExportError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(manifest, dict):
