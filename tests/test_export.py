@@ -5,7 +5,7 @@ runtime gives the eager model's Instances, and bad inputs get clear errors.
 Targets (the issue's): raw logits within 1e-4, boxes within 1e-5 of the eager model of the same
 backbone mode. TorchScript runs torch's own kernels: equal. onnxruntime computes in another
 order; the EfficientNet fixtures' random weights amplify rounding (backbone activations near 1e4:
-the eager model's own float32 logits are 1e-3 from float64), so there the bound is relative to
+the eager model's own float32 logits are up to 5e-3 from float64), so there the bound is relative to
 that float32 error (see _assert_close_to_eager).
 """
 import copy
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling import META_ARCH_REGISTRY
 
-from mdetr_d2.checkpoint import CheckpointError, build_official_model
-from mdetr_d2.export import ExportedMDETR, ExportError, export_mdetr
+from mdetr_d2.checkpoint import CheckpointError
+from mdetr_d2.export import ExportedMDETR, ExportError
 from mdetr_d2.export.exporter import TRACE_SIZES, raw_outputs, synthetic_image
 from mdetr_d2.modeling.meta_arch import MDETR, feature_padding_mask, normalize_and_pad
 
