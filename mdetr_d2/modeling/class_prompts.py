@@ -254,7 +254,6 @@ class ClassPrompts:
         return boxes, scores.reshape(-1), spans.reshape(-1)
 
 
-
 def route_inputs(batched_inputs: list[dict], default_caption: str, settings: ClassPromptSettings,
                  ground: Callable[[list[dict], list[str]], list[dict]],
                  detect: Callable[[dict, Sequence[str]], dict]) -> list[dict]:
