@@ -57,6 +57,7 @@ STRUCTURES_DEPENDENCIES = {"torch", "transformers", "huggingface_hub", "detectro
 ALLOWED_LOCAL_IMPORTS = {
     ("mdetr_d2/modeling/backbone.py", "timm"),  # only the EfficientNet backbones, ~0.7 s to import
     ("mdetr_d2/evaluation/lvis_fixed_ap.py", "lvis"),  # optional: only the LVIS evaluation
+    ("mdetr_d2/export/runtime.py", "onnxruntime"),  # optional ("export" extra): ONNX exports only
 }
 
 
@@ -105,7 +106,8 @@ def test_shared_concepts_live_in_structures_only():
     shared = ("build_tokenizer", "encode_caption", "max_caption_tokens", "create_positive_map",
               "span_to_token_range", "spans_to_tensor", "tensor_to_spans", "tied_spans",
               "encode_gqa_answer", "encode_clevr_answer", "load_qa_vocab", "GQA_ANSWER_TYPES",
-              "CLEVR_ATTRIBUTES", "CLEVR_ANSWER_TYPES", "MAX_TOKEN_SLOTS", "TextEncoderNotFound")
+              "CLEVR_ATTRIBUTES", "CLEVR_ANSWER_TYPES", "MAX_TOKEN_SLOTS", "TextEncoderNotFound",
+              "tokenize_captions")
     for layer in MIDDLE_LAYERS:
         package = importlib.import_module(f"mdetr_d2.{layer}")
         assert not [n for n in shared if hasattr(package, n)], layer

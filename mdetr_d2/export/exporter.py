@@ -29,7 +29,7 @@ from detectron2.utils.file_io import PathManager
 
 from ..checkpoint import CheckpointError, MDETRCheckpointer, load_checkpoint_file
 from ..modeling.meta_arch import MDETR, normalize_and_pad
-from ..modeling.text_encoder import caption_token_limit
+from ..structures.tokenizer import caption_token_limit
 from .graphs import (
     IMAGE_INPUTS,
     TEXT_FEATURES,
@@ -232,7 +232,7 @@ def model_facts(model: MDETR) -> dict:
         "backbone": type(model.backbone).__name__,
         "backbone_fast_path": bool(getattr(model.backbone, "fast", False)),
         "mask_threshold": model.mask_threshold,
-        "qa_head": model.qa_kind if model.qa_head is not None else "none",
+        "qa_head": model.qa_head_name if model.qa_head is not None else "none",
         "qa_vocab": None if vocab is None else {k: {str(i): a for i, a in v.items()}
                                                 for k, v in vocab.items()},
         "default_caption": model.default_caption,

@@ -18,7 +18,8 @@ from detectron2.structures import ImageList
 from ..modeling.class_prompts import ClassPrompts, ClassPromptSettings, route_inputs
 from ..modeling.meta_arch import normalize_and_pad
 from ..modeling.postprocessing import class_prompt_results, grounded_results
-from ..modeling.text_encoder import EncodedText, build_tokenizer, tokenize_captions
+from ..modeling.text_encoder import EncodedText
+from ..structures.tokenizer import build_tokenizer, tokenize_captions
 from .manifest import GRAPHS, read_manifest
 from .graphs import TEXT_FEATURES
 
@@ -129,7 +130,7 @@ class ExportedMDETR:
         self.pixel_std = torch.tensor(facts["pixel_std"]).view(-1, 1, 1)
         self.max_text_tokens = facts["max_text_tokens"]
         self.mask_threshold = facts["mask_threshold"]
-        self.qa_kind = facts["qa_head"]
+        self.qa_head_name = facts["qa_head"]
         vocab = facts["qa_vocab"]
         self.qa_vocab = None if vocab is None else {
             k: {int(i): a for i, a in v.items()} for k, v in vocab.items()}
@@ -188,7 +189,7 @@ class ExportedMDETR:
         outputs = self.network(images.tensor, torch.tensor(images.image_sizes), text)
         outputs["tokenized"] = text.tokenized
         return grounded_results(outputs, images.image_sizes, tuple(images.tensor.shape[-2:]),
-                                batched_inputs, captions, self.mask_threshold, self.qa_kind,
+                                batched_inputs, captions, self.mask_threshold, self.qa_head_name,
                                 self.qa_vocab)
 
     def encoded_class_prompts(self, names: Sequence[str]) -> tuple[ClassPrompts, list[EncodedText]]:

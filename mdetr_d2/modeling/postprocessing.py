@@ -63,7 +63,7 @@ def detections_to_instances(outputs: dict, index: int, orig_size: tuple[int, int
 
 def grounded_results(outputs: dict, image_sizes: list[tuple[int, int]],
                      padded_size: tuple[int, int], batched_inputs: list[dict],
-                     captions: list[str], mask_threshold: float = 0.5, qa_kind: str = "none",
+                     captions: list[str], mask_threshold: float = 0.5, qa_head: str = "none",
                      qa_vocab: dict | None = None) -> list[dict]:
     """Per-image results of a grounded batch: ``{"instances"[, "qa"]}`` for input ``i``.
 
@@ -75,7 +75,7 @@ def grounded_results(outputs: dict, image_sizes: list[tuple[int, int]],
             original size results are scaled to.
         captions: the caption of each input.
         mask_threshold: sigmoid threshold of the predicted masks.
-        qa_kind: the QA head ("none" = no answers).
+        qa_head: MODEL.MDETR.QA_HEAD ("none" = no answers).
         qa_vocab: the answer vocabulary of :func:`qa_answer`.
     """
     results = []
@@ -83,8 +83,8 @@ def grounded_results(outputs: dict, image_sizes: list[tuple[int, int]],
         size = (x.get("height", image_sizes[i][0]), x.get("width", image_sizes[i][1]))
         result = {"instances": detections_to_instances(outputs, i, size, image_sizes[i],
                                                        padded_size, captions[i], mask_threshold)}
-        if qa_kind != "none":
-            result["qa"] = qa_answer(outputs, i, qa_kind, qa_vocab)
+        if qa_head != "none":
+            result["qa"] = qa_answer(outputs, i, qa_head, qa_vocab)
         results.append(result)
     return results
 

@@ -15,39 +15,11 @@ from ..structures.tokenizer import (
     build_tokenizer,
     caption_token_limit,
     load_pretrained,
+    tokenize_captions,
 )
 
 logger = logging.getLogger(__name__)
 
-
-def tokenize_captions(tokenizer, captions: list[str], limit: int | None,
-                      name: str) -> BatchEncoding:
-    """Tokenize a batch of captions as MDETR does (``padding="longest"``, no truncation), on CPU.
-
-    Args:
-        tokenizer: the text encoder's fast tokenizer.
-        limit: most tokens a caption may have (:func:`caption_token_limit`; None = no limit).
-        name: the text encoder, for the error messages.
-
-    Raises:
-        ValueError: an empty caption, or one longer than ``limit`` tokens.
-    """
-    for i, caption in enumerate(captions):
-        if not isinstance(caption, str) or not caption.strip():
-            raise ValueError(f"caption {i} is empty: MDETR needs text to ground ({caption!r})")
-    tokenized = tokenizer(list(captions), padding="longest", return_tensors="pt")
-    length = tokenized["input_ids"].shape[1]
-    if limit is not None and length > limit:
-        raise ValueError(
-            f"a caption has {length} tokens; the text encoder {name!r} accepts at most {limit}"
-        )
-    if length > MAX_TOKEN_SLOTS - 1:
-        logger.warning(
-            "a caption has %d tokens: only positions 0..%d can be predicted as soft tokens; "
-            "positions %d..%d are encoded but cannot be grounded",
-            length, NO_OBJECT_SLOT - 1, NO_OBJECT_SLOT, length - 1,
-        )
-    return tokenized
 
 
 @dataclass

@@ -27,6 +27,7 @@ from .tokenizer import (
     build_tokenizer,
     encode_caption,
     max_caption_tokens,
+    tokenize_captions,
 )
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "build_tokenizer",
     "encode_caption",
     "max_caption_tokens",
+    "tokenize_captions",
 ]

@@ -2,6 +2,7 @@
 the model), the caption-length limit of the language model, and MDETR's token slots (§1.6, §3.1)."""
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from typing import Any, Callable
@@ -19,7 +20,10 @@ __all__ = [
     "encode_caption",
     "load_pretrained",
     "max_caption_tokens",
+    "tokenize_captions",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Width of the soft-token output space: slots 0..254 are token positions, 255 is "no object" (§3.1).
 MAX_TOKEN_SLOTS = 256
@@ -158,5 +162,34 @@ def encode_caption(tokenizer, caption: Any, max_tokens: int | None) -> BatchEnco
     if max_tokens is not None and length > max_tokens:
         raise ValueError(
             f"{length} tokens, more than the {max_tokens} the text encoder accepts"
+        )
+    return tokenized
+
+def tokenize_captions(tokenizer, captions: list[str], limit: int | None,
+                      name: str) -> BatchEncoding:
+    """Tokenize a batch of captions as MDETR does (``padding="longest"``, no truncation), on CPU.
+
+    Args:
+        tokenizer: the text encoder's fast tokenizer.
+        limit: most tokens a caption may have (:func:`caption_token_limit`; None = no limit).
+        name: the text encoder, for the error messages.
+
+    Raises:
+        ValueError: an empty caption, or one longer than ``limit`` tokens.
+    """
+    for i, caption in enumerate(captions):
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(f"caption {i} is empty: MDETR needs text to ground ({caption!r})")
+    tokenized = tokenizer(list(captions), padding="longest", return_tensors="pt")
+    length = tokenized["input_ids"].shape[1]
+    if limit is not None and length > limit:
+        raise ValueError(
+            f"a caption has {length} tokens; the text encoder {name!r} accepts at most {limit}"
+        )
+    if length > MAX_TOKEN_SLOTS - 1:
+        logger.warning(
+            "a caption has %d tokens: only positions 0..%d can be predicted as soft tokens; "
+            "positions %d..%d are encoded but cannot be grounded",
+            length, NO_OBJECT_SLOT - 1, NO_OBJECT_SLOT, length - 1,
         )
     return tokenized
