@@ -15,7 +15,12 @@ from collections.abc import Sequence
 import torch
 from detectron2.structures import ImageList
 
-from ..modeling.class_prompts import ClassPrompts, ClassPromptSettings, route_inputs
+from ..modeling.class_prompts import (
+    ClassPrompts,
+    ClassPromptSettings,
+    build_class_prompts,
+    route_inputs,
+)
 from ..modeling.meta_arch import normalize_and_pad
 from ..modeling.postprocessing import class_prompt_results, grounded_results
 from ..modeling.text_encoder import EncodedText
@@ -196,7 +201,8 @@ class ExportedMDETR:
         """The prompts of ``names`` and each chunk's encoded text (cached per class list)."""
         key = tuple(names)
         if key not in self._prompt_cache:
-            prompts = self.class_prompts.build(names, self.tokenizer, self.max_text_tokens)
+            prompts = build_class_prompts(self.class_prompts, names, self.tokenizer,
+                                          self.max_text_tokens)
             self._prompt_cache[key] = (prompts, [self.encode_text(c.captions)
                                                  for c in prompts.chunks])
             while len(self._prompt_cache) > _PROMPT_CACHE_SIZE:

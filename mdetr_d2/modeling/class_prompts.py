@@ -23,7 +23,7 @@ from ..structures import clean_category_name
 from ..structures.tokenizer import NO_OBJECT_SLOT
 
 __all__ = ["PROMPT_STYLES", "SEPARATOR", "ClassPromptSettings", "ClassPrompts", "PromptChunk",
-           "caption_of", "class_names_of", "route_inputs"]
+           "build_class_prompts", "caption_of", "class_names_of", "route_inputs"]
 
 PROMPT_STYLES = ("per_class", "joined")
 SEPARATOR = " . "
@@ -60,11 +60,14 @@ class ClassPromptSettings:
             raise ValueError(f"{key}.MAX_PROMPT_TOKENS must be in [3, {NO_OBJECT_SLOT}] (slot "
                              f"{NO_OBJECT_SLOT} is 'no object'), got {self.max_prompt_tokens}")
 
-    def build(self, names: Sequence[str], tokenizer, token_limit: int | None) -> "ClassPrompts":
-        """The prompts of ``names`` in these settings, for a text encoder that takes at most
-        ``token_limit`` tokens per caption (None = no limit)."""
-        max_tokens = min(self.max_prompt_tokens, token_limit or self.max_prompt_tokens)
-        return ClassPrompts.build(names, tokenizer, self.style, self.chunk_size, max_tokens)
+
+def build_class_prompts(settings: ClassPromptSettings, names: Sequence[str], tokenizer,
+                        token_limit: int | None) -> "ClassPrompts":
+    """The prompts of ``names`` in ``settings``, for a text encoder that takes at most
+    ``token_limit`` tokens per caption (None = no limit). A function, not a method: with a
+    LazyConfig, ``settings`` arrives as an OmegaConf node with the same fields."""
+    max_tokens = min(settings.max_prompt_tokens, token_limit or settings.max_prompt_tokens)
+    return ClassPrompts.build(names, tokenizer, settings.style, settings.chunk_size, max_tokens)
 
 
 def caption_of(x: dict, default_caption: str) -> str | None:

@@ -18,7 +18,7 @@ from torchvision.ops import box_convert
 
 from ..structures.qa import load_qa_vocab
 from ..structures.tokenizer import MAX_TOKEN_SLOTS, caption_token_limit
-from .class_prompts import ClassPrompts, ClassPromptSettings, route_inputs
+from .class_prompts import ClassPrompts, ClassPromptSettings, build_class_prompts, route_inputs
 from .criterion import MDETRCriterion
 from .heads import MLP, build_qa_head
 from .official_names import official_names_pre_hook
@@ -509,8 +509,8 @@ class MDETR(nn.Module):
         if entry is not None and entry[0] == state:
             self._prompt_cache.move_to_end(key)
             return entry[1]
-        prompts = s.build(names, self.text_encoder.tokenizer,
-                          caption_token_limit(self.text_encoder.body.config))
+        prompts = build_class_prompts(s, names, self.text_encoder.tokenizer,
+                                      caption_token_limit(self.text_encoder.body.config))
         with torch.no_grad():
             texts = [self.encode_text(chunk.captions) for chunk in prompts.chunks]
         logger.info("encoded %d class names as %d %s prompts in %d chunks", len(names),
