@@ -97,4 +97,5 @@ def test_benchmark_export_rows(tmp_path):
     assert "export (fast mode), batch 2, 64x96: eager" in r["table"]
     load = r["load_average"]
     assert load["start"] >= 0 and load["end"] >= 0 and load["cpus"] >= 1
-    assert f"load average (1 min, start / end): {load['start']:.2f} / {load['end']:.2f}" in r["table"]
+    said = f"load average (1 min, start / end): {load['start']:.2f} / {load['end']:.2f}"
+    assert said in r["table"]

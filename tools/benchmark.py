@@ -838,7 +838,8 @@ def format_table(results: dict) -> str:
         diffs = "; ".join(f"{name} " + ", ".join(f"{k.removeprefix('pred_')} {v:.1e}"
                                                   for k, v in d.items())
                           for name, d in r["max_abs_diff"].items())
-        lines.append(f"export ({r['mode']} mode), batch {r['batch']}, {r['input'][0]}x{r['input'][1]}: "
+        size = f"{r['input'][0]}x{r['input'][1]}"
+        lines.append(f"export ({r['mode']} mode), batch {r['batch']}, {size}: "
                      + ", ".join(f"{name} {r[name]['throughput']:.3f} img/s" for name in runtimes)
                      + f"; max |exported - eager|: {diffs}")
     c = results.get("captions")
@@ -931,7 +932,7 @@ def main(argv=None) -> int:
         "train_input": f"{args.short_side}x{args.long_side}",
         "official": bool(official), "inference": [], "training": [], "captions": None,
         "class_prompts": None, "export": [],
-        # Other jobs skew absolute times (interleaved ratios less so): record how busy the machine was.
+        # Other jobs skew absolute times (interleaved ratios less so): how busy was the machine?
         "load_average": {"start": os.getloadavg()[0], "end": None, "cpus": os.cpu_count()},
     }
     run_inference(args, models, official, device, results)

@@ -334,7 +334,8 @@ class MDETR(nn.Module):
 
     def preprocess_image(self, batched_inputs: list[dict]) -> ImageList:
         """Normalise and pad bottom/right with zeros to the largest image (no size divisibility, §1.1)."""
-        return normalize_and_pad([x["image"] for x in batched_inputs], self.pixel_mean, self.pixel_std)
+        return normalize_and_pad([x["image"] for x in batched_inputs], self.pixel_mean,
+                                 self.pixel_std)
 
     @staticmethod
     def padding_mask(images: ImageList) -> torch.Tensor:
@@ -490,7 +491,8 @@ class MDETR(nn.Module):
         return grounded_results(
             outputs, images.image_sizes, tuple(images.tensor.shape[-2:]), batched_inputs,
             captions if captions is not None else [x["caption"] for x in batched_inputs],
-            self.mask_threshold, self.qa_head_name if self.qa_head is not None else "none", self.qa_vocab,
+            self.mask_threshold, self.qa_head_name if self.qa_head is not None else "none",
+            self.qa_vocab,
         )
 
     # ----------------------------------------------------------------------------------------------
