@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from benchmarking.model_setup import synthetic_text_encoder  # tools/benchmarking/
 
 _benchmark = __import__("tools.benchmark", fromlist=["main"])
 # Optional: a checkout of the official MDETR code (never part of this repository).
@@ -21,7 +22,7 @@ def _tiny_opts(text_encoder):
 
 def test_benchmark_writes_every_field(tmp_path):
     out = tmp_path / "bench.json"
-    text_encoder = _benchmark.synthetic_text_encoder(tmp_path, "tiny")
+    text_encoder = synthetic_text_encoder(tmp_path, "tiny")
     # --opts takes the rest of the command line: the other flags come first.
     assert _benchmark.main(["--output", str(out)] + _tiny_opts(text_encoder)) == 0
     r = json.loads(out.read_text())
@@ -75,7 +76,7 @@ def test_official_shims_and_key_mapping(tmp_path, official_fixtures):
 def test_benchmark_export_rows(tmp_path):
     """--export: eager vs TorchScript vs onnxruntime rows, both backbone modes, same inputs."""
     out = tmp_path / "bench.json"
-    text_encoder = _benchmark.synthetic_text_encoder(tmp_path, "tiny")
+    text_encoder = synthetic_text_encoder(tmp_path, "tiny")
     tiny = _tiny_opts(text_encoder)
     model_opts = tiny[tiny.index("--opts"):]
     assert _benchmark.main([

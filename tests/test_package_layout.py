@@ -120,3 +120,71 @@ def test_shared_concepts_live_in_structures_only():
                    if isinstance(n, (ast.FunctionDef, ast.ClassDef))
                    or (isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name))]
         assert not set(defined) & set(shared), (path, set(defined) & set(shared))
+
+
+TOOLS = REPO / "tools"
+# The only module of tools/ that may reach the official MDETR code (benchmark comparisons).
+OFFICIAL_ADAPTER = TOOLS / "benchmarking" / "official.py"
+# Top-level modules of an official MDETR checkout (importable only once its root is on sys.path).
+OFFICIAL_MODULES = {"models", "util", "datasets", "engine", "main", "hubconf"}
+# Other sys.path edits in tools/, each with its reason.
+SYS_PATH_EDITS_ALLOWED = {
+    TOOLS / "synthetic_job.py": "imports the sibling script tools/train_net.py",
+}
+
+
+def _run_time_edits(path: Path) -> list[str]:
+    """Run-time edits of imported modules in ``path``: ``sys.path`` changes, and attributes set or
+    deleted on an imported module (``setattr(torchvision.models, ...)``, ``mod.attr = ...``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    imported = {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+
+    def root(node: ast.AST) -> str | None:
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) else None
+
+    edits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and ast.unparse(func.value) == "sys.path":
+                edits.append(ast.unparse(node))
+            elif (isinstance(func, ast.Name) and func.id in ("setattr", "delattr") and node.args
+                  and root(node.args[0]) in imported):
+                edits.append(ast.unparse(node))
+        targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete))
+                   else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        edits.extend(ast.unparse(t) for t in targets
+                     if isinstance(t, (ast.Attribute, ast.Subscript)) and root(t) in imported)
+    return edits
+
+
+def test_only_the_official_adapter_reaches_the_official_code():
+    """tools/benchmarking/official.py alone edits sys.path for the official MDETR code, patches
+    modules at run time and imports the official packages (inside its methods: they import only
+    once their root is on sys.path); no other module of tools/ does, and the benchmark's modules
+    import nothing else inside functions."""
+    adapter_edits = _run_time_edits(OFFICIAL_ADAPTER)
+    # The check sees the adapter's own edits: it can fail.
+    assert any(e.startswith("sys.path.insert(") for e in adapter_edits), adapter_edits
+    assert any(e.startswith("setattr(torchvision.models") for e in adapter_edits), adapter_edits
+    adapter_imports = {name.split(".")[0] for name, local in _imports(OFFICIAL_ADAPTER) if local}
+    assert adapter_imports == {"models", "util"}, adapter_imports
+
+    offenders = []
+    for path in sorted(TOOLS.rglob("*.py")):
+        if path == OFFICIAL_ADAPTER:
+            continue
+        where = path.relative_to(REPO)
+        edits = _run_time_edits(path)
+        if path in SYS_PATH_EDITS_ALLOWED:
+            edits = [e for e in edits if not e.startswith("sys.path.")]
+        offenders += [f"{where}: edits {e}" for e in edits]
+        offenders += [f"{where}: imports the official {name}" for name, _ in _imports(path)
+                      if name.split(".")[0] in OFFICIAL_MODULES]
+        if path.parent.name == "benchmarking" or path.name == "benchmark.py":
+            offenders += [f"{where}: imports {name} in a function" for name, local in _imports(path)
+                          if local]
+    assert not offenders, offenders
