@@ -4,9 +4,11 @@ runtime gives the eager model's Instances, and bad inputs get clear errors.
 
 Targets (the issue's): raw logits within 1e-4, boxes within 1e-5 of the eager model of the same
 backbone mode. TorchScript runs torch's own kernels: equal. onnxruntime computes in another
-order; the EfficientNet fixtures' random weights amplify rounding (backbone activations near 1e4:
-the eager model's own float32 logits are up to 5e-3 from float64), so there the bound is relative to
-that float32 error (see _assert_close_to_eager).
+order; the EfficientNet fixtures' random weights amplify rounding (the eager model's own float32
+logits are up to 5e-3 from float64), so there no other float32 implementation can meet the targets
+and the bound is relative to that float32 error (see _assert_close_to_eager). What can be asked,
+and is checked, is that the exported image encoder is as accurate as eager's (against float64):
+onnxruntime's multi-axis ReduceMean was not (the exporter's ``_mean_axis_by_axis``).
 """
 import copy
 import shutil
@@ -19,6 +21,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from mdetr_d2.checkpoint import CheckpointError
 from mdetr_d2.export import ExportedMDETR, ExportError
 from mdetr_d2.export.exporter import TRACE_SIZES, raw_outputs, synthetic_image
+from mdetr_d2.export.graphs import ImageEncoderGraph
 from mdetr_d2.modeling.meta_arch import MDETR, feature_padding_mask, normalize_and_pad
 
 _export_tool = __import__("tools.export_model", fromlist=["main"])
@@ -74,6 +77,21 @@ def _assert_close_to_eager(model, exported, relative=False):
         assert all(diffs[k] <= bounds[k] for k in diffs), (sizes, diffs, bounds)
 
 
+def _assert_image_encoder_as_accurate_as_eager(model, exported):
+    """The exported image encoder's outputs on the padded batch of ``SIZES`` no further from the
+    float64 model's than 1.5x the eager float32 model's own distance. onnxruntime's ReduceMean
+    over H×W at once (the EfficientNet squeeze-excite pooling) put every level 1.7-3.2x further
+    on this batch; one mean per axis: 0.9-1.1x. (One-image inputs did not show it.)"""
+    images, image_sizes, _, _ = _batch(model, SIZES, CAPTIONS)
+    ours = exported.encode_images(images, image_sizes)
+    with torch.no_grad():
+        ref = ImageEncoderGraph(model)(images, image_sizes)
+        exact = ImageEncoderGraph(copy.deepcopy(model).double())(images.double(), image_sizes)
+    ratios = {k: _max_diff(v, exact[k]) / _max_diff(ref[k], exact[k]) for k, v in ours.items()
+              if v.is_floating_point() and k != "image_pos"}  # image_pos: exact in float32
+    assert max(ratios.values()) <= 1.5, ratios
+
+
 def _assert_same_instances(ours, ref, box_tol):
     assert ours.image_size == ref.image_size and len(ours) == len(ref)
     assert _max_diff(ours.pred_boxes.tensor, ref.pred_boxes.tensor) <= box_tol
@@ -106,6 +124,8 @@ def test_exported_graphs_match_eager(official_fixtures, tmp_path, case, fmt):
     exported, model = _tool_export(official_fixtures, case, fmt, tmp_path)
     manifest = exported.manifest
     _assert_close_to_eager(model, exported, relative=fmt == "onnx" and case != "det_r18")
+    if fmt == "onnx" and case != "det_r18":
+        _assert_image_encoder_as_accurate_as_eager(model, exported)
     names = manifest["graphs"]["grounding"]["outputs"]
     assert ("pred_masks" in names) == (case == "seg_eb0")
     assert ("pred_isfinal" in names) == (case == "clevr_eb0")
