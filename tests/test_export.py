@@ -35,6 +35,16 @@ SIZES = ((150, 190), (210, 120))
 CAPTIONS = ("a man in a red shirt", "the cat")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Eager torch on one thread, as the exported runtimes here: float32 rounding, which the
+    EfficientNet bounds measure, then depends on the kernels, not on the machine's core count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tool_export(fixtures, case, fmt, folder, flags=(), opts=()):
     """tools/export_model.py on a fixture checkpoint (as a user runs it), then the runtime of the
     export and the eager model of the same config and weights (the tool's own builder)."""
@@ -59,21 +69,29 @@ def _max_diff(a, b):
 
 def _assert_close_to_eager(model, exported, relative=False):
     """Raw outputs of each untraced size alone and of both as a padded batch within the targets
-    (``relative``: or within 10x the eager model's own float32 error, see the module docstring)."""
+    (``relative``: or within 10x the eager model's own float32 error on this checkpoint, the
+    largest over the inputs; see the module docstring)."""
     assert all(s not in TRACE_SIZES for s in SIZES)
     model64 = copy.deepcopy(model).double() if relative else None
+    checked = []
     for sizes in ((SIZES[0],), (SIZES[1],), SIZES):
         images, image_sizes, mask, captions = _batch(model, sizes, CAPTIONS[:len(sizes)])
         ours = exported.network(images, image_sizes, captions)
         ref = raw_outputs(model, images, mask, captions)
         assert set(ours) >= {"pred_logits", "pred_boxes"}
         diffs = {k: _max_diff(v, ref[k]) for k, v in ours.items()}
-        bounds = {k: BOXES_TOL if k == "pred_boxes" else LOGITS_TOL for k in diffs}
-        if relative:
-            # No further from the eager model than 10x the eager model's own float32 error (its
-            # distance from float64), or the target when that is larger.
+        errors = {}
+        if relative:  # the eager model's own float32 error: its distance from float64
             exact = raw_outputs(model64, images.double(), mask, captions)
-            bounds = {k: max(10 * _max_diff(ref[k], exact[k]), bounds[k]) for k in diffs}
+            errors = {k: _max_diff(ref[k], exact[k]) for k in diffs}
+        checked.append((sizes, diffs, errors))
+    # One input's eager error can be small by chance where onnxruntime's rounding is not (seen:
+    # 3e-4 vs 9e-3 on one seg_eb0 image with 2 threads), so the bound uses the checkpoint's
+    # largest over the inputs.
+    worst = {k: max(e.get(k, 0.0) for _, _, e in checked) for k in checked[0][1]}
+    for sizes, diffs, _ in checked:
+        bounds = {k: max(10 * worst[k], BOXES_TOL if k == "pred_boxes" else LOGITS_TOL)
+                  for k in diffs}
         assert all(diffs[k] <= bounds[k] for k in diffs), (sizes, diffs, bounds)
 
 
