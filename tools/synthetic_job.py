@@ -90,11 +90,16 @@ def class_prompt_ap_joined(config_file: str, data_root: Path, output: Path, opts
     return train_net.main(args)["bbox"]  # Detectron2 drops the dataset level for a single test set
 
 
-def evaluation_rows(metrics_file: Path) -> list[tuple[int, dict]]:
-    """The evaluations of the latest run in train_net's ``metrics.json`` as ``(iterations done,
-    {dataset: {task: {metric: value}}})``, in order (Detectron2 writes them flattened with "/", at
-    the 0-based iteration during training and at ``MAX_ITER`` for the one after training)."""
-    rows = last_run([json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()])
+def read_metrics(metrics_file: Path) -> list[dict]:
+    """Every row of a Detectron2 ``metrics.json`` (one JSON object per line)."""
+    return [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+
+
+def evaluation_rows(metrics: list[dict]) -> list[tuple[int, dict]]:
+    """The evaluations of the latest run in train_net's ``metrics.json`` rows as ``(iterations
+    done, {dataset: {task: {metric: value}}})``, in order (Detectron2 writes them flattened with
+    "/", at the 0-based iteration during training and at ``MAX_ITER`` for the one after training)."""
+    rows = last_run(metrics)
     last_step = max((r["iteration"] for r in rows if "total_loss" in r), default=-1)
     out = []
     for row in rows:
@@ -150,7 +155,7 @@ def text_blind_baselines(root: Path, dataset: str = REFEXP_VAL) -> dict[str, dic
 # --------------------------------------------------------------------------------------------------
 # Pictures
 # --------------------------------------------------------------------------------------------------
-def plot_curves(metrics_file: Path, evaluations: list[tuple[int, dict]], baselines: dict,
+def plot_curves(metrics: list[dict], evaluations: list[tuple[int, dict]], baselines: dict,
                 out: Path) -> None:
     """Three panels: the training losses; validation REC P@1 and phrase R@1 over the iterations
     against the text-blind baselines; the final P@1 per expression type against a random pick."""
@@ -159,8 +164,7 @@ def plot_curves(metrics_file: Path, evaluations: list[tuple[int, dict]], baselin
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    rows = last_run_rows(rows)
+    rows = last_run_rows(metrics)
     fig, (ax_loss, ax_val, ax_type) = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
     for key in ("total_loss", "loss_ce", "loss_giou", "loss_contrastive_align"):
         points = [(r["iteration"] + 1, r[key]) for r in rows if key in r]
@@ -318,7 +322,8 @@ def main(argv=None) -> int:
 
     train_with_train_net(args.config_file, root, out, args.num_processes, list(args.opts))
     trained = time.time()
-    evaluations = evaluation_rows(out / "metrics.json")
+    metrics_rows = read_metrics(out / "metrics.json")
+    evaluations = evaluation_rows(metrics_rows)
     metrics = evaluations[-1][1]
 
     joined_ap = class_prompt_ap_joined(args.config_file, root, out, list(args.opts))
@@ -326,7 +331,7 @@ def main(argv=None) -> int:
     baselined = time.time()
     weights = str(out / "model_final.pth")
     demo = draw_demo(cfg, weights, REFEXP_VAL, out / "demo.png", args.demo_images)
-    plot_curves(out / "metrics.json", evaluations, baselines, out / "training_curves.png")
+    plot_curves(metrics_rows, evaluations, baselines, out / "training_curves.png")
     drawn = time.time()
 
     refexp = metrics[REFEXP_VAL]["refexp"]
