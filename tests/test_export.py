@@ -8,7 +8,10 @@ order; the EfficientNet fixtures' random weights amplify rounding (the eager mod
 logits are up to 5e-3 from float64), so there no other float32 implementation can meet the targets
 and the bound is relative to that float32 error (see _assert_close_to_eager). What can be asked,
 and is checked, is that the exported image encoder is as accurate as eager's (against float64):
-onnxruntime's multi-axis ReduceMean was not (the exporter's ``_mean_axis_by_axis``).
+onnxruntime's multi-axis ReduceMean was not (the exporter's ``_mean_axis_by_axis``). The same
+architectures with trained-like activation scales meet the targets in both formats
+(test_conditioned_efficientnet_meets_targets); no onnxruntime optimization level makes the random
+fixtures meet them (measured by hand: logits 2.6e-4 to 6.7e-3 from eager, ORT_DISABLE_ALL to ALL).
 """
 import copy
 import shutil
@@ -16,6 +19,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
 
 from mdetr_d2.checkpoint import CheckpointError
@@ -162,6 +166,58 @@ def test_exported_graphs_match_eager(official_fixtures, tmp_path, case, fmt):
         assert a.get("qa") == b.get("qa")
     for key in ("instances", "all_instances"):
         _assert_same_instances(ours[2][key], ref[2][key], 1e-3)
+
+
+def _condition_efficientnet(model):
+    """Give a random-weight EfficientNet backbone the activation scale of a trained one, in
+    place: each residual block's last BN scale x0.3 (trained residual branches are damped; timm's
+    ``zero_init_last`` sets it to 0), then every frozen BN's statistics set, in forward order, to
+    its input's channel mean and variance on four synthetic 160x160 images. The fixtures' own
+    statistics do not carry over to other inputs: their stride-32 features reach |x| ~ 200."""
+    body = model.backbone.body
+    residual = [b for stage in body.blocks for b in stage if getattr(b, "has_skip", False)]
+    assert len(residual) == 9  # EfficientNet-B0: 16 blocks, 7 of them open a stage
+    for block in residual:
+        (block.bn3 if hasattr(block, "bn3") else block.bn2).weight.mul_(0.3)
+
+    def set_statistics(bn, args):
+        bn.running_mean.copy_(args[0].mean((0, 2, 3)))
+        bn.running_var.copy_(args[0].var((0, 2, 3), unbiased=False))
+
+    hooks = [m.register_forward_pre_hook(set_statistics) for m in body.modules()
+             if isinstance(m, FrozenBatchNorm2d)]
+    images = torch.stack([synthetic_image(160, 160, 70 + i) for i in range(4)])
+    with torch.no_grad():
+        model.backbone((images - model.pixel_mean) / model.pixel_std)
+    for hook in hooks:
+        hook.remove()
+
+
+@pytest.mark.parametrize("case, fmt", [("seg_eb0", "torchscript"), ("seg_eb0", "onnx"),
+                                       ("gqa_eb0", "onnx"), ("clevr_eb0", "onnx")])
+def test_conditioned_efficientnet_meets_targets(official_fixtures, tmp_path, case, fmt):
+    """The EfficientNet fixtures' architectures with trained-like activation scales
+    (:func:`_condition_efficientnet`), fine-tuned weights saved by Detectron2's checkpointer and
+    exported with tools/export_model.py: the eager float32 model is within the targets of float64,
+    and so is the export of eager, on untraced sizes and a padded batch, with onnxruntime's default
+    optimizations. The random fixtures miss them only through their conditioning."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    argv = ["--official", str(official_fixtures / case / "checkpoint.pth"), "--text-encoder",
+            str(official_fixtures / "tiny_roberta"), "--format", fmt, "--output", "unused"]
+    model = _export_tool.build_export_model(_export_tool.setup_cfg(_export_tool.parse_args(argv)))
+    _condition_efficientnet(model)
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("conditioned")
+    exported, model = _tool_export(official_fixtures, case, fmt, tmp_path / "export",
+                                   opts=["MODEL.WEIGHTS", str(tmp_path / "conditioned.pth")])
+    images, image_sizes, mask, captions = _batch(model, SIZES, CAPTIONS)
+    eager = raw_outputs(model, images, mask, captions)
+    exact = raw_outputs(copy.deepcopy(model).double(), images.double(), mask, captions)
+    assert _max_diff(eager["pred_logits"], exact["pred_logits"]) <= LOGITS_TOL
+    assert _max_diff(eager["pred_boxes"], exact["pred_boxes"]) <= BOXES_TOL
+    assert exported.manifest["check"]["pred_logits"] <= LOGITS_TOL
+    assert exported.manifest["check"]["pred_boxes"] <= BOXES_TOL
+    _assert_close_to_eager(model, exported)
 
 
 def test_tool_exports_config_file_checkpoint(official_fixtures, tmp_path):
