@@ -104,7 +104,8 @@ def test_explicit_iteration_keys_win_and_the_result_is_applied():
 def test_iteration_config_without_epochs_needs_no_dataset_length():
     cfg = recipe("synthetic/mdetr_synthetic.yaml")
     resolved = resolve_epoch_schedule(cfg, 1, 1)  # D is not used: every key is explicit
-    assert resolved.iters_per_epoch is None and resolved.values["SOLVER.MAX_ITER"] == 5200
+    assert resolved.iters_per_epoch is None
+    assert resolved.values["SOLVER.MAX_ITER"] == cfg.SOLVER.MAX_ITER > 0
 
 
 def test_resolution_errors_name_the_keys():
