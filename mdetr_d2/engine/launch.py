@@ -72,6 +72,11 @@ def _cpu_worker(
     comm.synchronize()
     try:
         main_func(*args)
+        # No process tears its group down (rank 0: with the TCP store) while another still uses it:
+        # a rank that finished first once aborted in gloo ("terminate called without an active
+        # exception") while rank 0 was still evaluating. A rank that raised skips this and
+        # start_processes stops the others.
+        comm.synchronize()
     finally:
         dist.destroy_process_group()
 
