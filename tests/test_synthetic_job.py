@@ -12,7 +12,6 @@ def test_synthetic_job_end_to_end(tmp_path):
     out = tmp_path / "out"
     rc = _job(["--data-root", str(tmp_path / "world"), "--num-train", "6", "--num-val", "3",
                "--output", str(out), "--figures", str(tmp_path / "figures"), "--demo-images", "2",
-               "--backbone-pretraining-steps", "3",
                "SOLVER.MAX_ITER", "4", "TEST.EVAL_PERIOD", "2", "SOLVER.IMS_PER_BATCH", "2"])
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
@@ -34,10 +33,7 @@ def test_synthetic_job_end_to_end(tmp_path):
                for b in baselines.values())
     assert [row["iteration"] for row in results["validation_curve"]] == [2, 4]
     assert results["iterations"] == 4
-    assert results["backbone_pretraining"]["steps"] == 3
-    assert "Initialized from MODEL.WEIGHTS " + results["backbone_pretraining"]["weights"] in (
-        out / "log.txt").read_text()
-    assert set(results["seconds"]) == {"generate", "pretrain_backbone", "train_and_evaluate",
+    assert set(results["seconds"]) == {"generate", "train_and_evaluate",
                                        "class_prompts_joined_and_baselines", "figures", "total"}
     assert len(results["demo"]) == 2 and all(isinstance(d["correct"], bool) for d in results["demo"])
     assert "tools/train_net.py" in (out / "synthetic_job.log").read_text()
@@ -52,8 +48,7 @@ def test_train_net_eval_only_runs_the_registered_evaluators(tmp_path):
 
     world, out = tmp_path / "world", tmp_path / "out"
     assert _job(["--data-root", str(world), "--num-train", "4", "--num-val", "2", "--output", str(out),
-                 "--demo-images", "1", "--num-processes", "1", "--backbone-pretraining-steps", "0",
-                 "SOLVER.MAX_ITER", "1",
+                 "--demo-images", "1", "--num-processes", "1", "SOLVER.MAX_ITER", "1",
                  "SOLVER.IMS_PER_BATCH", "2"]) == 0
     train_net = __import__("tools.train_net", fromlist=["main"])
     args = default_argument_parser().parse_args([

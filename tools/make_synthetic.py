@@ -1,27 +1,18 @@
 #!/usr/bin/env python
-"""Generate the synthetic grounding world (images, MDETR-format json, local text encoder) and
-pre-train the embedded default's backbone on it (``backbone_pretrained.pth``, for ``MODEL.WEIGHTS``).
+"""Generate the synthetic grounding world (images, MDETR-format json, local text encoder).
 
     python tools/make_synthetic.py                       # datasets/synthetic, 2000/200/200 scenes
     python tools/make_synthetic.py --root /tmp/syn --num-train 100 --num-val 10 --num-test 10
 
-Re-running with the same arguments does nothing (see ``manifest.json``); ``--force`` regenerates
-(the images and captions; the backbone file is redone whenever its inputs change).
+Re-running with the same arguments does nothing (see ``manifest.json``); ``--force`` regenerates.
 """
 import argparse
 import json
 import logging
 import os
 import time
-from pathlib import Path
 
-from detectron2.config import get_cfg
-
-from mdetr_d2 import add_mdetr_config
 from mdetr_synthetic import default_synthetic_root, generate_synthetic_dataset
-from mdetr_synthetic.backbone_pretraining import pretrain_backbone
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "mdetr_synthetic.yaml"
 
 
 def main(argv=None) -> None:
@@ -40,11 +31,6 @@ def main(argv=None) -> None:
     parser.add_argument("--no-text-encoder", action="store_true", help="skip text_encoder/")
     parser.add_argument("--text-hidden-size", type=int, default=64)
     parser.add_argument("--text-layers", type=int, default=2)
-    parser.add_argument("--backbone-pretraining-steps", type=int, default=300,
-                        help="also pre-train the backbone of --config-file to name colours and shapes "
-                             "(the world's ImageNet step) into ROOT/backbone_pretrained.pth; 0: skip")
-    parser.add_argument("--config-file", default=str(DEFAULT_CONFIG),
-                        help="config whose backbone is pre-trained (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="regenerate even if up to date")
     args = parser.parse_args(argv)
 
@@ -67,12 +53,6 @@ def main(argv=None) -> None:
         print(f"  {key:24s} {path}{detail}")
     if "text_encoder" in outputs:
         print(f"use it with MODEL.MDETR.TEXT_ENCODER.NAME {outputs['text_encoder']}")
-    if args.backbone_pretraining_steps > 0:
-        cfg = get_cfg()
-        add_mdetr_config(cfg)
-        cfg.merge_from_file(args.config_file)
-        weights = pretrain_backbone(cfg, args.root, steps=args.backbone_pretraining_steps)
-        print(f"and MODEL.WEIGHTS {weights} (the backbone pre-trained for {args.config_file})")
 
 
 if __name__ == "__main__":

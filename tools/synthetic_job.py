@@ -1,8 +1,6 @@
 #!/usr/bin/env python
-"""The embedded default, end to end, with no download: generate the synthetic grounding world,
-pre-train a small backbone to name its colours and shapes (the world's stand-in for ImageNet weights,
-``mdetr_synthetic.backbone_pretraining``), train a small MDETR from it and evaluate it with
-``tools/train_net.py`` (REC P@1 overall and per
+"""The embedded default, end to end, with no download: generate the synthetic grounding world, train a
+small MDETR on it from scratch and evaluate it with ``tools/train_net.py`` (REC P@1 overall and per
 expression type, phrase-grounding R@1, class-agnostic box AP, class-prompt box AP over the shape
 names with Detectron2's COCOEvaluator), compare with text-blind baselines, and draw the training
 curves and what it grounds on validation images.
@@ -39,7 +37,6 @@ from mdetr_d2 import add_mdetr_config
 from mdetr_d2.engine import default_argument_parser, launch
 from mdetr_d2.predictor import MDETRPredictor
 from mdetr_synthetic import default_synthetic_root, generate_synthetic_dataset, register_synthetic
-from mdetr_synthetic.backbone_pretraining import pretrain_backbone
 from mdetr_synthetic.language import EXPRESSION_TYPES
 from mdetr_synthetic.scenes import sample_scene, scene_rng
 
@@ -65,14 +62,12 @@ def _train_net_main(args: argparse.Namespace, data_root: str) -> None:
 
 
 def train_with_train_net(config_file: str, data_root: Path, output: Path, num_processes: int,
-                         opts: list[str], backbone_weights: Path | None) -> None:
+                         opts: list[str]) -> None:
     """``tools/train_net.py --config-file CONFIG --num-gpus N OPTS`` (N CPU processes without CUDA):
-    starts from ``backbone_weights`` (``MODEL.WEIGHTS``; None: all random), trains, evaluates the EMA
-    weights on ``DATASETS.TEST`` every ``TEST.EVAL_PERIOD`` iterations and at the end, and writes
-    ``model_final.pth`` and ``metrics.json`` into ``output``."""
-    weights = ["MODEL.WEIGHTS", str(backbone_weights)] if backbone_weights is not None else []
+    trains, evaluates the EMA weights on ``DATASETS.TEST`` every ``TEST.EVAL_PERIOD`` iterations and
+    at the end, and writes ``model_final.pth`` and ``metrics.json`` into ``output``."""
     args = default_argument_parser().parse_args([
-        "--config-file", config_file, "--num-gpus", str(num_processes), *weights, *opts,
+        "--config-file", config_file, "--num-gpus", str(num_processes), *opts,
         "MODEL.MDETR.TEXT_ENCODER.NAME", str(data_root / "text_encoder"), "OUTPUT_DIR", str(output),
     ])
     logger.info("tools/train_net.py --config-file %s --num-gpus %d %s", config_file, num_processes,
@@ -301,9 +296,6 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None, help="output folder (default: the config's OUTPUT_DIR)")
     parser.add_argument("--figures", help="also copy the curve plot and the demo picture into this folder")
     parser.add_argument("--demo-images", type=int, default=6, help="validation expressions drawn")
-    parser.add_argument("--backbone-pretraining-steps", type=int, default=300,
-                        help="steps of the backbone's colour/shape pre-training (the world's ImageNet "
-                             "step, mdetr_synthetic.backbone_pretraining); 0: train from random weights")
     parser.add_argument("--num-processes", type=int, default=2,
                         help="data-parallel training processes (train_net's --num-gpus; CPU: 2 cores -> 2)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -322,18 +314,13 @@ def main(argv=None) -> int:
     out = Path(cfg.OUTPUT_DIR)
     out.mkdir(parents=True, exist_ok=True)
     setup_logger(str(out / "synthetic_job.log"), name="synthetic_job", abbrev_name="job")
-    setup_logger(str(out / "synthetic_job.log"), name="mdetr_synthetic", abbrev_name="world")
 
     generate_synthetic_dataset(root, num_train=args.num_train, num_val=args.num_val,
                                num_test=args.num_val)
     register_synthetic(root)
     generated = time.time()
-    backbone = None
-    if args.backbone_pretraining_steps > 0:
-        backbone = pretrain_backbone(cfg, root, steps=args.backbone_pretraining_steps)
-    pretrained = time.time()
 
-    train_with_train_net(args.config_file, root, out, args.num_processes, list(args.opts), backbone)
+    train_with_train_net(args.config_file, root, out, args.num_processes, list(args.opts))
     trained = time.time()
     metrics_rows = read_metrics(out / "metrics.json")
     evaluations = evaluation_rows(metrics_rows)
@@ -361,11 +348,8 @@ def main(argv=None) -> int:
              "phrase_grounding_R@1": ev[FLICKR_VAL]["flickr"]["R@1_all"]}
             for it, ev in evaluations],
         "demo": demo,
-        "backbone_pretraining": {"steps": args.backbone_pretraining_steps,
-                                 "weights": str(backbone) if backbone is not None else None},
         "seconds": {"generate": round(generated - start, 1),
-                    "pretrain_backbone": round(pretrained - generated, 1),
-                    "train_and_evaluate": round(trained - pretrained, 1),
+                    "train_and_evaluate": round(trained - generated, 1),
                     "class_prompts_joined_and_baselines": round(baselined - trained, 1),
                     "figures": round(drawn - baselined, 1),
                     "total": round(time.time() - start, 1)},

@@ -1,7 +1,4 @@
-"""The embedded default: a small MDETR trained on the synthetic world. As the job does with the YAML's
-``MODEL.WEIGHTS``, pass the world's pre-trained backbone as ``train.init_checkpoint``
-(``datasets/synthetic/backbone_pretrained.pth``, written by tools/make_synthetic.py); without it,
-everything starts from random weights.
+"""The embedded default: a small MDETR trained from scratch on the synthetic world.
 
 configs/synthetic/mdetr_synthetic.yaml as a LazyConfig recipe: the nodes are derived from
 the YAML recipe (``mdetr_d2.engine.lazy.lazy_recipe``), so both forms build the same model and
