@@ -31,3 +31,23 @@ def test_probe_tool_on_a_tiny_world(tmp_path, capsys):
         assert set(results[feature]) == {"colour", "shape", "size"}
         assert all(0.0 <= v <= 1.0 for v in results[feature].values())
     assert 0.0 <= results["boxed_fraction_val"] <= 1.0
+
+
+def test_probe_tool_reads_the_weights_of_a_checkpoint(tmp_path, capsys):
+    """--weights FILE goes through the evaluation loader: the same file gives the same probes."""
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from mdetr_d2 import add_mdetr_config
+
+    world = tmp_path / "world"
+    generate_synthetic_dataset(world, num_train=10, num_val=8, num_test=1, progress=False)
+    cfg = get_cfg()
+    add_mdetr_config(cfg)
+    cfg.merge_from_file("configs/synthetic/mdetr_synthetic.yaml")
+    cfg.MODEL.MDETR.TEXT_ENCODER.NAME = str(world / "text_encoder")
+    weights = tmp_path / "model.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    args = ["--data-root", str(world), "--weights", str(weights), "--train-scenes", "10",
+            "--val-scenes", "8", "OUTPUT_DIR", str(tmp_path / "out")]
+    assert _tool.main(args) == _tool.main(args)
