@@ -31,6 +31,19 @@ def test_probe_tool_on_a_tiny_world(tmp_path, capsys):
         assert set(results[feature]) == {"colour", "shape", "size"}
         assert all(0.0 <= v <= 1.0 for v in results[feature].values())
     assert 0.0 <= results["boxed_fraction_val"] <= 1.0
+    assert "1 = indistinguishable" in printed
+    for attribute in ("colour", "shape"):
+        stages = results["word similarity"][attribute]
+        assert set(stages) == set(_tool.TEXT_STAGES)
+        # Random weights keep distinct words apart.
+        assert all(-1.0 <= v < 0.99 for v in stages.values()), stages
+
+
+def test_mean_pairwise_cosine():
+    same = torch.tensor([[1.0, 2.0], [2.0, 4.0], [0.5, 1.0]])
+    assert abs(_tool.mean_pairwise_cosine(same) - 1.0) < 1e-6
+    assert abs(_tool.mean_pairwise_cosine(torch.eye(4))) < 1e-6
+    assert abs(_tool.mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [-1.0, 0.0]])) + 1.0) < 1e-6
 
 
 def test_probe_tool_reads_the_weights_of_a_checkpoint(tmp_path, capsys):

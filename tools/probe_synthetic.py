@@ -15,6 +15,12 @@ the validation scenes, for the object's colour (6-way), shape (5-way) and size c
 
 A feature that tells colour or shape no better than the majority class cannot ground colour or shape
 words (README, "Results of the embedded default").
+
+The text side is read too: how alike the six colour words (and the five shape words) are, as the mean
+cosine similarity between the words' features in one-word captions ("the red object", "the circle")
+with a validation image, after the text encoder, after the cross-encoder and in the contrastive
+alignment projection. Words that a stage maps to nearly the same vector (similarity near 1) cannot
+be told apart downstream of it.
 """
 from __future__ import annotations
 
@@ -37,6 +43,9 @@ from mdetr_synthetic.scenes import COLORS, SHAPES, SIZES, sample_scene, scene_rn
 from mdetr_synthetic.writers import MANIFEST_NAME
 
 FEATURES = ("image token", "encoder memory", "decoder state")
+TEXT_STAGES = ("text encoder", "text memory", "alignment projection")
+# One-word captions per attribute and the character offset of the word in them.
+WORD_CAPTIONS = {"colour": ("the {} object", 4, list(COLORS)), "shape": ("the {}", 4, list(SHAPES))}
 ATTRIBUTES = {"colour": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}
 MIN_OBJECTS = 20  # per split, for a probe to be fitted and scored
 
@@ -81,6 +90,34 @@ def object_features(model, cfg, root: Path, split: str, num_scenes: int) -> dict
     finally:
         hook.remove()
     return {k: torch.stack(v) if k in FEATURES else torch.tensor(v) for k, v in rows.items()}
+
+
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """Mean cosine similarity over the distinct pairs of rows of ``x`` (N×D, N >= 2)."""
+    x = F.normalize(x.float(), dim=-1)
+    n = x.shape[0]
+    return float(((x @ x.T).sum() - n) / (n * (n - 1)))
+
+
+@torch.no_grad()
+def word_similarity(model, image: dict) -> dict:
+    """``{attribute: {stage: mean pairwise cosine}}`` of the attribute's words (see the module doc),
+    each word in its one-word caption with ``image`` (a mapped record); stages the model lacks (no
+    contrastive alignment) are left out."""
+    images = model.preprocess_image([image])
+    mask = model.padding_mask(images)
+    out = {}
+    for attribute, (template, offset, words) in WORD_CAPTIONS.items():
+        n = len(words)
+        enc = model.encode(images.tensor.expand(n, -1, -1, -1), mask.expand(n, -1, -1),
+                           [template.format(w) for w in words])
+        rows = torch.arange(n)
+        cols = torch.tensor([enc.text.tokenized.char_to_token(i, offset) for i in range(n)])
+        stages = {"text encoder": enc.text.features, "text memory": enc.text_memory}
+        if model.contrastive_align_projection_text is not None:
+            stages["alignment projection"] = model.contrastive_align_projection_text(enc.text_memory)
+        out[attribute] = {k: mean_pairwise_cosine(v[rows, cols]) for k, v in stages.items()}
+    return out
 
 
 def linear_probe_accuracy(x_train, y_train, x_val, y_val, num_classes: int, seed: int = 0) -> float:
@@ -141,6 +178,14 @@ def main(argv=None) -> dict:
         a: float(torch.bincount(val[a]).max() / len(val[a])) for a in ATTRIBUTES}
     print(f"{'majority class':16s} " + " ".join(f"{results['majority_class'][a]:8.3f}"
                                                 for a in ATTRIBUTES))
+    record = DatasetCatalog.get("synthetic_flickr_val")[0]
+    results["word similarity"] = word_similarity(model, MDETRDatasetMapper(cfg, is_train=False)(
+        dict(record)))
+    print("mean cosine similarity between the words of an attribute (1 = indistinguishable):")
+    print(f"{'words':16s} " + " ".join(f"{s:>21s}" for s in TEXT_STAGES))
+    for attribute, stages in results["word similarity"].items():
+        print(f"{attribute:16s} " + " ".join(
+            f"{stages[s]:21.3f}" if s in stages else f"{'-':>21s}" for s in TEXT_STAGES))
     return results
 
 
