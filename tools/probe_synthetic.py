@@ -44,8 +44,8 @@ from mdetr_synthetic.writers import MANIFEST_NAME
 
 FEATURES = ("image token", "encoder memory", "decoder state")
 TEXT_STAGES = ("text encoder", "text memory", "alignment projection")
-# One-word captions per attribute and the character offset of the word in them.
-WORD_CAPTIONS = {"colour": ("the {} object", 4, list(COLORS)), "shape": ("the {}", 4, list(SHAPES))}
+# One-word captions per attribute: a template and the words put into it.
+WORD_CAPTIONS = {"colour": ("the {} object", list(COLORS)), "shape": ("the {}", list(SHAPES))}
 ATTRIBUTES = {"colour": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}
 MIN_OBJECTS = 20  # per split, for a probe to be fitted and scored
 
@@ -107,8 +107,8 @@ def word_similarity(model, image: dict) -> dict:
     images = model.preprocess_image([image])
     mask = model.padding_mask(images)
     out = {}
-    for attribute, (template, offset, words) in WORD_CAPTIONS.items():
-        n = len(words)
+    for attribute, (template, words) in WORD_CAPTIONS.items():
+        n, offset = len(words), template.index("{}")
         enc = model.encode(images.tensor.expand(n, -1, -1, -1), mask.expand(n, -1, -1),
                            [template.format(w) for w in words])
         rows = torch.arange(n)
